@@ -1,0 +1,254 @@
+//! The record every socket type shares: the registered host fd, the policy,
+//! the timeouts, and the helpers that run one operation against them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use socket2::{SockAddr, Socket};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, Ready};
+use tokio::time::Instant;
+
+use crate::deadline::{self, Dir, Timeouts};
+use crate::error::{Error, Op, Result};
+use crate::policy::Policy;
+
+/// A host socket registered with the tokio reactor, with its policy and
+/// timeouts.
+#[derive(Debug)]
+pub(crate) struct Core {
+    fd: AsyncFd<Socket>,
+    policy: Arc<Policy>,
+    timeouts: Timeouts,
+    /// Set once `shutdown(SHUT_RD)` succeeded through this socket: a receive
+    /// that would wait returns 0 instead, as a blocking Linux socket does.
+    read_shut: AtomicBool,
+}
+
+impl Core {
+    /// Registers `sock` with the reactor. The fd is made non-blocking and
+    /// close-on-exec whatever it was before.
+    #[track_caller]
+    pub(crate) fn new(sock: Socket, policy: Arc<Policy>) -> Result<Core> {
+        sock.set_nonblocking(true)?;
+        sock.set_cloexec(true)?;
+        Core::registered(sock, policy)
+    }
+
+    /// Registers a socket this crate created non-blocking and close-on-exec.
+    #[track_caller]
+    pub(crate) fn registered(sock: Socket, policy: Arc<Policy>) -> Result<Core> {
+        let fd = crate::sys::register(sock)?;
+        Ok(Core {
+            fd,
+            policy,
+            timeouts: Timeouts::default(),
+            read_shut: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn sock(&self) -> &Socket {
+        self.fd.get_ref()
+    }
+
+    pub(crate) fn async_fd(&self) -> &AsyncFd<Socket> {
+        &self.fd
+    }
+
+    pub(crate) fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    pub(crate) fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    pub(crate) fn timeout(&self, dir: Dir) -> Option<Duration> {
+        self.timeouts.get(dir)
+    }
+
+    pub(crate) fn set_timeout(&self, dir: Dir, t: Option<Duration>) -> Result<()> {
+        self.timeouts.set(dir, t)
+    }
+
+    /// Takes the socket back out of the reactor.
+    pub(crate) fn into_socket(self) -> Socket {
+        self.fd.into_inner()
+    }
+
+    /// Runs `f` each time the fd is ready for `interest`, until it gives
+    /// something other than `WouldBlock`, or until the deadline (the call's,
+    /// or the socket's timeout for `dir`) passes.
+    pub(crate) async fn io<R>(
+        &self,
+        interest: Interest,
+        dir: Dir,
+        op: Op,
+        call_deadline: Option<Instant>,
+        mut f: impl FnMut(&Socket) -> io::Result<R>,
+    ) -> Result<R> {
+        let at = self.timeouts.deadline(dir, call_deadline);
+        deadline::run(at, op, async {
+            self.fd
+                .async_io(interest, |s| f(s))
+                .await
+                .map_err(Error::from)
+        })
+        .await
+    }
+
+    /// Waits until the fd is ready for `interest`, or the deadline passes.
+    pub(crate) async fn ready(
+        &self,
+        interest: Interest,
+        call_deadline: Option<Instant>,
+    ) -> Result<Ready> {
+        deadline::run(call_deadline, Op::Ready, async {
+            let guard = self.fd.ready(interest).await?;
+            Ok(guard.ready())
+        })
+        .await
+    }
+
+    /// Runs `f` once, now, if the fd may be ready; `WouldBlock` clears the
+    /// readiness so that the next wait really waits.
+    pub(crate) fn try_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce(&Socket) -> io::Result<R>,
+    ) -> Result<R> {
+        self.fd.try_io(interest, f).map_err(Error::from)
+    }
+
+    /// Receive-side polling helper: waits for read readiness and runs `f`.
+    pub(crate) fn poll_read_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&Socket) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            let mut guard = std::task::ready!(self.fd.poll_read_ready(cx))?;
+            match guard.try_io(|fd| f(fd.get_ref())) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Send-side polling helper: waits for write readiness and runs `f`.
+    pub(crate) fn poll_write_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&Socket) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            let mut guard = std::task::ready!(self.fd.poll_write_ready(cx))?;
+            match guard.try_io(|fd| f(fd.get_ref())) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    pub(crate) fn mark_read_shut(&self) {
+        self.read_shut.store(true, Ordering::Relaxed);
+    }
+
+    /// After `SHUT_RD`, a receive that would wait ends with `eof` instead:
+    /// what a blocking Linux socket returns (0 bytes).
+    pub(crate) fn eof_if_shut<R>(
+        &self,
+        r: io::Result<R>,
+        eof: impl FnOnce() -> R,
+    ) -> io::Result<R> {
+        match r {
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && self.read_shut.load(Ordering::Relaxed) =>
+            {
+                Ok(eof())
+            }
+            r => r,
+        }
+    }
+
+    pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> Result<()> {
+        self.sock().shutdown(how)?;
+        if matches!(how, std::net::Shutdown::Read | std::net::Shutdown::Both) {
+            self.mark_read_shut();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn local_addr(&self) -> Result<SocketAddr> {
+        to_inet(self.sock().local_addr()?)
+    }
+
+    pub(crate) fn peer_addr(&self) -> Result<SocketAddr> {
+        to_inet(self.sock().peer_addr()?)
+    }
+
+    pub(crate) fn take_error(&self) -> Result<Option<io::Error>> {
+        Ok(self.sock().take_error()?)
+    }
+}
+
+impl AsFd for Core {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock().as_fd()
+    }
+}
+
+impl AsRawFd for Core {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock().as_raw_fd()
+    }
+}
+
+/// An INET socket address from a `SockAddr`; any other family is `EAFNOSUPPORT`.
+pub(crate) fn to_inet(addr: SockAddr) -> Result<SocketAddr> {
+    addr.as_socket()
+        .ok_or_else(|| Error::Io(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)))
+}
+
+/// Resolves `addr` the way tokio does (a literal address costs nothing; a
+/// host name is looked up on the blocking pool) and runs `f` on each address
+/// until one succeeds. The last error is returned; no address at all is
+/// `EINVAL`.
+pub(crate) async fn each_addr<A, T, F, Fut>(addr: A, mut f: F) -> Result<T>
+where
+    A: tokio::net::ToSocketAddrs,
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let addrs = tokio::net::lookup_host(addr).await?;
+    let mut last = None;
+    for a in addrs {
+        match f(a).await {
+            Ok(t) => return Ok(t),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        Error::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        ))
+    }))
+}
+
+/// The first address `addr` resolves to.
+pub(crate) async fn first_addr<A: tokio::net::ToSocketAddrs>(addr: A) -> Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host(addr).await?;
+    addrs.next().ok_or_else(|| {
+        Error::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no addresses to send data to",
+        ))
+    })
+}

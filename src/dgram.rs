@@ -1,0 +1,664 @@
+//! `UdpSocket`: send and receive datagrams, with deadlines, and receives that
+//! wake on errors as well as on data.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{Interest, ReadBuf, Ready};
+use tokio::net::ToSocketAddrs;
+use tokio::time::Instant;
+
+use crate::core::{Core, each_addr, first_addr, to_inet};
+use crate::deadline::Dir;
+use crate::error::{Op, Result};
+use crate::policy::Policy;
+use crate::sys;
+
+/// What a datagram receive waits for: data, or a pending error (an ICMP
+/// port unreachable on a connected socket must end a `recv`, not hang it).
+const RECV_INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
+
+/// A UDP socket.
+///
+/// The same shape as `tokio::net::UdpSocket` (all methods take `&self`, so
+/// an `Arc<UdpSocket>` serves several tasks), plus per-socket timeouts,
+/// per-call deadlines and the socket's [`Policy`]. Receives wait on
+/// readable *or error*: on a connected socket an ICMP port unreachable
+/// ends a pending [`recv`](UdpSocket::recv) with `ECONNREFUSED`.
+///
+/// # Examples
+///
+/// ```
+/// use hostsock::UdpSocket;
+///
+/// #[tokio::main]
+/// async fn main() -> hostsock::Result<()> {
+///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+///     a.send_to(b"ping", b.local_addr()?).await?;
+///     let mut buf = [0u8; 16];
+///     let (n, from) = b.recv_from(&mut buf).await?;
+///     assert_eq!((&buf[..n], from), (&b"ping"[..], a.local_addr()?));
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct UdpSocket {
+    core: Core,
+}
+
+impl UdpSocket {
+    /// Creates a socket bound to `addr`; if it resolves to several
+    /// addresses, each is tried in turn.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: a dropped future leaves no socket behind.
+    pub async fn bind<A: ToSocketAddrs>(addr: A) -> Result<UdpSocket> {
+        UdpSocket::bind_with_policy(addr, Policy::shared_default()).await
+    }
+
+    /// [`bind`](UdpSocket::bind) with an explicit [`Policy`].
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn bind_with_policy<A: ToSocketAddrs>(
+        addr: A,
+        policy: Arc<Policy>,
+    ) -> Result<UdpSocket> {
+        each_addr(addr, |a| {
+            let policy = policy.clone();
+            async move {
+                let sock = Socket::new(
+                    Domain::for_address(a),
+                    Type::DGRAM.nonblocking().cloexec(),
+                    Some(Protocol::UDP),
+                )?;
+                sock.bind(&a.into())?;
+                Ok(UdpSocket {
+                    core: Core::registered(sock, policy)?,
+                })
+            }
+        })
+        .await
+    }
+
+    /// Sets the default destination and the only source datagrams are
+    /// received from (`connect(2)` on a datagram socket: no handshake).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.connect(b.local_addr()?).await?;
+    ///     a.send(b"hi").await?;
+    ///     let mut buf = [0u8; 4];
+    ///     assert_eq!(b.recv(&mut buf).await?, 2);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn connect<A: ToSocketAddrs>(&self, addr: A) -> Result<()> {
+        each_addr(
+            addr,
+            |a| async move { Ok(self.core.sock().connect(&a.into())?) },
+        )
+        .await
+    }
+
+    /// Sends `buf` to the connected peer. Returns the bytes sent.
+    ///
+    /// # Errors
+    ///
+    /// `EMSGSIZE` for a datagram too large; `ECONNREFUSED` if an earlier
+    /// datagram drew an ICMP port unreachable; `EDESTADDRREQ` if not
+    /// connected.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: if it is dropped before completing, the
+    /// datagram was not sent.
+    pub async fn send(&self, buf: &[u8]) -> Result<usize> {
+        self.send_deadline(buf, None).await
+    }
+
+    /// [`send`](UdpSocket::send) that gives up at `deadline` (or the write
+    /// timeout) with a timed-out error (`errno()` = `EAGAIN`).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn send_deadline(
+        &self,
+        buf: &[u8],
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<usize> {
+        self.core
+            .io(
+                Interest::WRITABLE,
+                Dir::Write,
+                Op::Send,
+                deadline.into(),
+                |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL),
+            )
+            .await
+    }
+
+    /// Sends now if there is room: `EAGAIN` (kind `WouldBlock`) otherwise.
+    pub fn try_send(&self, buf: &[u8]) -> Result<usize> {
+        self.core.try_io(Interest::WRITABLE, |s| {
+            s.send_with_flags(buf, libc::MSG_NOSIGNAL)
+        })
+    }
+
+    /// Polls to send `buf` to the connected peer.
+    ///
+    /// # Return value
+    ///
+    /// * `Poll::Pending` if the socket is not ready to send,
+    /// * `Poll::Ready(Ok(n))` with the bytes sent,
+    /// * `Poll::Ready(Err(e))` on an error.
+    ///
+    /// Only the `Waker` from the `Context` passed to the most recent call is
+    /// scheduled to receive a wakeup.
+    pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.core
+            .poll_write_io(cx, |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL))
+    }
+
+    /// Sends `buf` to `target` (the first address it resolves to).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: if it is dropped before completing, the
+    /// datagram was not sent.
+    pub async fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], target: A) -> Result<usize> {
+        self.send_to_deadline(buf, target, None).await
+    }
+
+    /// [`send_to`](UdpSocket::send_to) with a deadline.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn send_to_deadline<A: ToSocketAddrs>(
+        &self,
+        buf: &[u8],
+        target: A,
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<usize> {
+        let deadline = deadline.into();
+        let to = socket2::SockAddr::from(first_addr(target).await?);
+        self.core
+            .io(Interest::WRITABLE, Dir::Write, Op::Send, deadline, |s| {
+                s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL)
+            })
+            .await
+    }
+
+    /// Sends to `target` now if there is room: `EAGAIN` otherwise.
+    pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
+        let to = socket2::SockAddr::from(target);
+        self.core.try_io(Interest::WRITABLE, |s| {
+            s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL)
+        })
+    }
+
+    /// Polls to send `buf` to `target`; see [`poll_send`](UdpSocket::poll_send).
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        let to = socket2::SockAddr::from(target);
+        self.core
+            .poll_write_io(cx, |s| s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL))
+    }
+
+    /// Receives one datagram from the connected peer into `buf`; bytes past
+    /// `buf`'s length are discarded.
+    ///
+    /// # Errors
+    ///
+    /// `ECONNREFUSED` when an ICMP port unreachable answered an earlier
+    /// send (the wait ends on the error, it does not hang).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. If `recv` is used as a branch in
+    /// `tokio::select!` and another branch completes first, it is
+    /// guaranteed that no datagram was received.
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<usize> {
+        self.recv_deadline(buf, None).await
+    }
+
+    /// [`recv`](UdpSocket::recv) that gives up at `deadline` (or the read
+    /// timeout) with a timed-out error (`errno()` = `EAGAIN`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hostsock::UdpSocket;
+    /// use tokio::time::Instant;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let mut buf = [0u8; 16];
+    ///     let soon = Instant::now() + Duration::from_millis(20);
+    ///     let err = sock.recv_deadline(&mut buf, soon).await.unwrap_err();
+    ///     assert!(err.is_timeout());
+    ///     assert_eq!(err.errno(), libc::EAGAIN);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn recv_deadline(
+        &self,
+        buf: &mut [u8],
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<usize> {
+        let core = &self.core;
+        core.io(RECV_INTEREST, Dir::Read, Op::Recv, deadline.into(), |s| {
+            core.eof_if_shut(sys::recv(s, buf, 0), || 0)
+        })
+        .await
+    }
+
+    /// Receives a datagram if one is queued: `EAGAIN` otherwise.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<usize> {
+        self.core.try_io(RECV_INTEREST, |s| sys::recv(s, buf, 0))
+    }
+
+    /// Polls to receive a datagram into `buf`.
+    ///
+    /// Unlike the async receives, a poll function can only wait on
+    /// readability (tokio offers no error interest to poll functions), so a
+    /// pending socket error is seen when the next datagram arrives or the
+    /// next call is made; prefer [`recv`](UdpSocket::recv) on connected
+    /// sockets.
+    ///
+    /// # Return value
+    ///
+    /// * `Poll::Pending` if no datagram is queued,
+    /// * `Poll::Ready(Ok(()))` with the datagram in `buf`,
+    /// * `Poll::Ready(Err(e))` on an error.
+    ///
+    /// Only the `Waker` from the `Context` passed to the most recent call is
+    /// scheduled to receive a wakeup.
+    pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.core
+            .poll_read_io(cx, |s| sys::recv_buf(s, buf, 0))
+            .map_ok(drop)
+    }
+
+    /// Receives one datagram and the address it came from.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe. If `recv_from` is used as a branch in
+    /// `tokio::select!` and another branch completes first, it is
+    /// guaranteed that no datagram was received.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        self.recv_from_deadline(buf, None).await
+    }
+
+    /// [`recv_from`](UdpSocket::recv_from) with a deadline.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn recv_from_deadline(
+        &self,
+        buf: &mut [u8],
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<(usize, SocketAddr)> {
+        self.recv_from_flags(buf, 0, deadline.into()).await
+    }
+
+    /// Receives a datagram and its source if one is queued: `EAGAIN`
+    /// otherwise.
+    pub fn try_recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        self.core
+            .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, 0))
+    }
+
+    /// Polls to receive a datagram and its source; see
+    /// [`poll_recv`](UdpSocket::poll_recv) for what a poll function can
+    /// wait on.
+    pub fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        self.core.poll_read_io(cx, |s| {
+            let (n, from) = recv_from_inet(s, buf.initialize_unfilled(), 0)?;
+            buf.advance(n);
+            Ok(from)
+        })
+    }
+
+    /// Reads the next datagram and its source without taking it off the
+    /// queue (`MSG_PEEK`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.send_to(b"once", b.local_addr()?).await?;
+    ///     let mut buf = [0u8; 8];
+    ///     let (n, _) = b.peek_from(&mut buf).await?;
+    ///     let (m, _) = b.recv_from(&mut buf).await?;
+    ///     assert_eq!((n, m), (4, 4));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: peeking consumes nothing.
+    pub async fn peek_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        self.peek_from_deadline(buf, None).await
+    }
+
+    /// [`peek_from`](UdpSocket::peek_from) with a deadline.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn peek_from_deadline(
+        &self,
+        buf: &mut [u8],
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<(usize, SocketAddr)> {
+        self.recv_from_flags(buf, libc::MSG_PEEK, deadline.into())
+            .await
+    }
+
+    /// Peeks at the next datagram if one is queued: `EAGAIN` otherwise.
+    pub fn try_peek_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        self.core
+            .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, libc::MSG_PEEK))
+    }
+
+    /// Polls to peek at the next datagram; see
+    /// [`poll_recv`](UdpSocket::poll_recv) for what a poll function can
+    /// wait on.
+    pub fn poll_peek_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        self.core.poll_read_io(cx, |s| {
+            let (n, from) = recv_from_inet(s, buf.initialize_unfilled(), libc::MSG_PEEK)?;
+            buf.advance(n);
+            Ok(from)
+        })
+    }
+
+    async fn recv_from_flags(
+        &self,
+        buf: &mut [u8],
+        flags: libc::c_int,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, SocketAddr)> {
+        let core = &self.core;
+        core.io(RECV_INTEREST, Dir::Read, Op::Recv, deadline, |s| {
+            let r = recv_from_inet(s, buf, flags);
+            // After SHUT_RD (only possible when connected) a blocking Linux
+            // socket returns 0 at once; the source is the peer.
+            match core.eof_if_shut(r.map(Some), || None)? {
+                Some(got) => Ok(got),
+                None => Ok((0, core.peer_addr().map_err(io::Error::from)?)),
+            }
+        })
+        .await
+    }
+
+    /// Waits until a datagram is queued or an error is pending.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn readable(&self) -> Result<()> {
+        self.core.ready(RECV_INTEREST, None).await.map(drop)
+    }
+
+    /// Waits until the socket can send.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn writable(&self) -> Result<()> {
+        self.core.ready(Interest::WRITABLE, None).await.map(drop)
+    }
+
+    /// Waits for any of the readiness in `interest` and returns what is
+    /// ready.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn ready(&self, interest: Interest) -> Result<Ready> {
+        self.core.ready(interest, None).await
+    }
+
+    /// [`ready`](UdpSocket::ready) that gives up at `deadline`.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn ready_deadline(
+        &self,
+        interest: Interest,
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<Ready> {
+        self.core.ready(interest, deadline.into()).await
+    }
+
+    /// Shuts down receiving, sending or both (`shutdown(2)`; the socket
+    /// must be connected, else `ENOTCONN`). After `Shutdown::Read`, a
+    /// receive with nothing queued returns 0 at once, as a blocking Linux
+    /// socket does.
+    pub fn shutdown_with(&self, how: Shutdown) -> Result<()> {
+        self.core.shutdown(how)
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.core.local_addr()
+    }
+
+    /// The connected peer's address (`ENOTCONN` if not connected).
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        self.core.peer_addr()
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> Result<Option<io::Error>> {
+        self.core.take_error()
+    }
+
+    /// Sets `SO_BROADCAST`.
+    pub fn set_broadcast(&self, on: bool) -> Result<()> {
+        Ok(self.core.sock().set_broadcast(on)?)
+    }
+
+    /// Gets `SO_BROADCAST`.
+    pub fn broadcast(&self) -> Result<bool> {
+        Ok(self.core.sock().broadcast()?)
+    }
+
+    /// Sets `IP_TTL` (IPv4).
+    pub fn set_ttl(&self, ttl: u32) -> Result<()> {
+        Ok(self.core.sock().set_ttl_v4(ttl)?)
+    }
+
+    /// Gets `IP_TTL`.
+    pub fn ttl(&self) -> Result<u32> {
+        Ok(self.core.sock().ttl_v4()?)
+    }
+
+    /// Sets `IP_MULTICAST_LOOP`.
+    pub fn set_multicast_loop_v4(&self, on: bool) -> Result<()> {
+        Ok(self.core.sock().set_multicast_loop_v4(on)?)
+    }
+
+    /// Gets `IP_MULTICAST_LOOP`.
+    pub fn multicast_loop_v4(&self) -> Result<bool> {
+        Ok(self.core.sock().multicast_loop_v4()?)
+    }
+
+    /// Sets `IP_MULTICAST_TTL`.
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> Result<()> {
+        Ok(self.core.sock().set_multicast_ttl_v4(ttl)?)
+    }
+
+    /// Gets `IP_MULTICAST_TTL`.
+    pub fn multicast_ttl_v4(&self) -> Result<u32> {
+        Ok(self.core.sock().multicast_ttl_v4()?)
+    }
+
+    /// Sets `IPV6_MULTICAST_LOOP`.
+    pub fn set_multicast_loop_v6(&self, on: bool) -> Result<()> {
+        Ok(self.core.sock().set_multicast_loop_v6(on)?)
+    }
+
+    /// Gets `IPV6_MULTICAST_LOOP`.
+    pub fn multicast_loop_v6(&self) -> Result<bool> {
+        Ok(self.core.sock().multicast_loop_v6()?)
+    }
+
+    /// Joins the IPv4 multicast group `multiaddr` on the interface with
+    /// address `interface` (`0.0.0.0`: the kernel chooses).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sock = UdpSocket::bind("0.0.0.0:0").await?;
+    ///     let group = Ipv4Addr::new(239, 1, 2, 3);
+    ///     sock.join_multicast_v4(group, Ipv4Addr::LOCALHOST)?;
+    ///     sock.leave_multicast_v4(group, Ipv4Addr::LOCALHOST)?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn join_multicast_v4(&self, multiaddr: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
+        Ok(self.core.sock().join_multicast_v4(&multiaddr, &interface)?)
+    }
+
+    /// Leaves an IPv4 multicast group; see
+    /// [`join_multicast_v4`](UdpSocket::join_multicast_v4).
+    pub fn leave_multicast_v4(&self, multiaddr: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
+        Ok(self
+            .core
+            .sock()
+            .leave_multicast_v4(&multiaddr, &interface)?)
+    }
+
+    /// Joins the IPv6 multicast group `multiaddr` on interface index
+    /// `interface` (0: the kernel chooses).
+    pub fn join_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> Result<()> {
+        Ok(self.core.sock().join_multicast_v6(multiaddr, interface)?)
+    }
+
+    /// Leaves an IPv6 multicast group.
+    pub fn leave_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> Result<()> {
+        Ok(self.core.sock().leave_multicast_v6(multiaddr, interface)?)
+    }
+
+    /// Sets the receive timeout, as `SO_RCVTIMEO` would, for every async
+    /// receive (`recv`, `recv_from`, `peek_from`): a timed-out error with
+    /// `errno()` = `EAGAIN`. `None` waits forever; `Some(Duration::ZERO)` is
+    /// `EINVAL`, as in std.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.core.set_timeout(Dir::Read, timeout)
+    }
+
+    /// The receive timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.core.timeout(Dir::Read)
+    }
+
+    /// Sets the send timeout, as `SO_SNDTIMEO` would, for every async send.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.core.set_timeout(Dir::Write, timeout)
+    }
+
+    /// The send timeout.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.core.timeout(Dir::Write)
+    }
+
+    /// The policy this socket's calls are checked against.
+    pub fn policy(&self) -> &Arc<Policy> {
+        self.core.policy()
+    }
+
+    /// Wraps a `std::net::UdpSocket`; the fd is made non-blocking and
+    /// close-on-exec here, and the default policy applies.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime with IO enabled.
+    #[track_caller]
+    pub fn from_std(sock: std::net::UdpSocket) -> Result<UdpSocket> {
+        let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
+        Ok(UdpSocket {
+            core: Core::new(sock, Policy::shared_default())?,
+        })
+    }
+
+    /// Turns the socket into a `std::net::UdpSocket`, still non-blocking.
+    pub fn into_std(self) -> Result<std::net::UdpSocket> {
+        Ok(self.core.into_socket().into())
+    }
+}
+
+fn recv_from_inet(
+    s: &Socket,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, SocketAddr)> {
+    let (n, from) = sys::recv_from(s, buf, flags)?;
+    Ok((n, to_inet(from).map_err(io::Error::from)?))
+}
+
+impl std::os::fd::AsFd for UdpSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.core)
+    }
+}
+
+impl std::os::fd::AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.core)
+    }
+}

@@ -1,0 +1,283 @@
+//! The typed API's error: kernel errors keep their errno, timeouts and policy
+//! denials are their own variants, and every value answers [`Error::errno`].
+
+use std::fmt;
+use std::io;
+
+/// The result type of the typed API.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which operation an error belongs to, for messages and for the errno a
+/// timeout reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// `accept(2)`.
+    Accept,
+    /// `bind(2)`.
+    Bind,
+    /// `connect(2)`.
+    Connect,
+    /// `listen(2)`.
+    Listen,
+    /// A receive: `read`, `recv`, `recv_from`, `peek`.
+    Recv,
+    /// A send: `write`, `send`, `send_to`.
+    Send,
+    /// A readiness wait (`readable`, `writable`, `ready`).
+    Ready,
+    /// `setsockopt(2)`.
+    SetOpt,
+    /// `getsockopt(2)`.
+    GetOpt,
+    /// `shutdown(2)`.
+    Shutdown,
+    /// Socket creation, `socket(2)`.
+    Socket,
+}
+
+impl Op {
+    /// The errno Linux gives when this operation's timeout runs out
+    /// (socket(7), `SO_RCVTIMEO`/`SO_SNDTIMEO`): `EINPROGRESS` for connect,
+    /// `EAGAIN` for everything else.
+    pub const fn timeout_errno(self) -> i32 {
+        match self {
+            Op::Connect => libc::EINPROGRESS,
+            _ => libc::EAGAIN,
+        }
+    }
+
+    /// The operation's name, as the C call is named.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Op::Accept => "accept",
+            Op::Bind => "bind",
+            Op::Connect => "connect",
+            Op::Listen => "listen",
+            Op::Recv => "recv",
+            Op::Send => "send",
+            Op::Ready => "poll",
+            Op::SetOpt => "setsockopt",
+            Op::GetOpt => "getsockopt",
+            Op::Shutdown => "shutdown",
+            Op::Socket => "socket",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A call the policy refused before it reached the kernel.
+///
+/// The foundation's policy allows everything, so nothing produces a denial
+/// yet; the type exists so that code matching on [`Error`] is written once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Denial {
+    /// The operation that was refused.
+    pub op: Op,
+    /// What was asked for, in words (an option's C name, an address).
+    pub what: &'static str,
+    /// The rule that refused it, in words.
+    pub rule: &'static str,
+    /// The errno the raw layer answers for this denial.
+    pub errno: i32,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {} denied by {}", self.op, self.what, self.rule)
+    }
+}
+
+/// An error from the typed API.
+///
+/// Every value has a Linux errno ([`Error::errno`]) and an
+/// [`io::ErrorKind`] ([`Error::kind`]). Converting into [`io::Error`] keeps
+/// `raw_os_error()` for kernel errors. A timeout becomes
+/// [`io::ErrorKind::TimedOut`] and a denial keeps its own kind: an
+/// [`io::Error`] cannot carry both that kind and an errno, so for these two
+/// the original `Error` travels inside the `io::Error` and
+/// `Error::from(io_error)` gives it back, errno and all.
+///
+/// # Examples
+///
+/// ```
+/// use hostsock::{Error, TcpStream};
+///
+/// #[tokio::main]
+/// async fn main() {
+///     // Port 1 on loopback has no listener: the kernel answers ECONNREFUSED.
+///     let err: Error = TcpStream::connect("127.0.0.1:1").await.unwrap_err();
+///     assert_eq!(err.errno(), libc::ECONNREFUSED);
+///     let io: std::io::Error = err.into();
+///     assert_eq!(io.raw_os_error(), Some(libc::ECONNREFUSED));
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The kernel (or the standard library) refused the call.
+    #[error(transparent)]
+    Io(io::Error),
+    /// A per-socket timeout or a per-call deadline ran out first.
+    #[error("{op} timed out")]
+    TimedOut {
+        /// The operation that timed out.
+        op: Op,
+    },
+    /// The policy refused the call before it reached the kernel.
+    #[error("{0}")]
+    Denied(Denial),
+}
+
+impl Error {
+    /// The Linux errno for this error.
+    ///
+    /// Kernel errors give their own; a timeout gives what Linux gives for an
+    /// expired `SO_RCVTIMEO`/`SO_SNDTIMEO` (`EAGAIN`, or `EINPROGRESS` for
+    /// connect); a denial gives the policy's errno. An [`io::Error`] made
+    /// without an errno is mapped from its kind (for example `InvalidInput`
+    /// to `EINVAL`), never to 0.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io(e) => errno_of_io(e),
+            Error::TimedOut { op } => op.timeout_errno(),
+            Error::Denied(d) => d.errno,
+        }
+    }
+
+    /// The [`io::ErrorKind`] of this error.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io(e) => e.kind(),
+            Error::TimedOut { .. } => io::ErrorKind::TimedOut,
+            Error::Denied(d) => io::Error::from_raw_os_error(d.errno).kind(),
+        }
+    }
+
+    /// `true` if a timeout or deadline ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::TimedOut { .. })
+    }
+
+    /// `true` if the policy refused the call.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Error::Denied(_))
+    }
+
+    /// The errno as an `io::Error` kernel error would carry it, if this is a
+    /// kernel error.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn timed_out(op: Op) -> Error {
+        Error::TimedOut { op }
+    }
+}
+
+/// Maps an `io::Error` to a Linux errno: its own if it has one, otherwise
+/// one chosen from its kind (never 0).
+pub(crate) fn errno_of_io(e: &io::Error) -> i32 {
+    if let Some(n) = e.raw_os_error() {
+        return n;
+    }
+    if let Some(inner) = e.get_ref().and_then(|r| r.downcast_ref::<Error>()) {
+        return inner.errno();
+    }
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => libc::ENOENT,
+        K::PermissionDenied => libc::EACCES,
+        K::ConnectionRefused => libc::ECONNREFUSED,
+        K::ConnectionReset => libc::ECONNRESET,
+        K::ConnectionAborted => libc::ECONNABORTED,
+        K::NotConnected => libc::ENOTCONN,
+        K::AddrInUse => libc::EADDRINUSE,
+        K::AddrNotAvailable => libc::EADDRNOTAVAIL,
+        K::BrokenPipe => libc::EPIPE,
+        K::AlreadyExists => libc::EEXIST,
+        K::WouldBlock => libc::EAGAIN,
+        K::TimedOut => libc::ETIMEDOUT,
+        K::Interrupted => libc::EINTR,
+        K::Unsupported => libc::EOPNOTSUPP,
+        K::OutOfMemory => libc::ENOMEM,
+        K::UnexpectedEof | K::WriteZero => libc::EIO,
+        _ => libc::EINVAL,
+    }
+}
+
+impl From<io::Error> for Error {
+    /// Wraps a kernel error; an `io::Error` that carries a hostsock `Error`
+    /// (a converted timeout or denial) gives that `Error` back.
+    fn from(e: io::Error) -> Error {
+        if e.get_ref().is_some_and(|r| r.is::<Error>()) {
+            let kind = e.kind();
+            if let Some(inner) = e.into_inner() {
+                if let Ok(err) = inner.downcast::<Error>() {
+                    return *err;
+                }
+                return Error::Io(io::Error::new(kind, "unrecognised inner error"));
+            }
+            return Error::Io(io::Error::from(kind));
+        }
+        Error::Io(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        match e {
+            Error::Io(e) => e,
+            other => io::Error::new(other.kind(), other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_small_send_sync() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        assert!(std::mem::size_of::<Error>() <= 48);
+    }
+
+    #[test]
+    fn kernel_errno_round_trips() {
+        let e = Error::from(io::Error::from_raw_os_error(libc::ECONNRESET));
+        assert_eq!(e.errno(), libc::ECONNRESET);
+        let io: io::Error = e.into();
+        assert_eq!(io.raw_os_error(), Some(libc::ECONNRESET));
+    }
+
+    #[test]
+    fn timeout_keeps_kind_and_errno_through_io_error() {
+        let e = Error::timed_out(Op::Connect);
+        assert_eq!(e.errno(), libc::EINPROGRESS);
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(errno_of_io(&io), libc::EINPROGRESS);
+        let back = Error::from(io);
+        assert!(back.is_timeout());
+        assert_eq!(back.errno(), libc::EINPROGRESS);
+    }
+
+    #[test]
+    fn kind_only_errors_get_an_errno() {
+        let e = Error::from(io::Error::from(io::ErrorKind::InvalidInput));
+        assert_eq!(e.errno(), libc::EINVAL);
+        let e = Error::from(io::Error::from(io::ErrorKind::WouldBlock));
+        assert_eq!(e.errno(), libc::EAGAIN);
+    }
+}

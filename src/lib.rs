@@ -1,0 +1,78 @@
+//! An async, Tokio-native facade over host TCP and UDP sockets on Linux.
+//!
+//! `hostsock` gives async Rust servers what `tokio::net` does not (per-socket
+//! timeouts and per-call deadlines, datagram receives that wake on errors,
+//! accept loops that back off when file descriptors run out), and gives
+//! sandbox runtimes a policy of what may reach the kernel. Every socket is a
+//! real kernel socket made with `socket2`, always non-blocking and
+//! close-on-exec, registered in [`tokio::io::unix::AsyncFd`].
+//!
+//! # Map of the crate
+//!
+//! | job | type |
+//! |---|---|
+//! | accept TCP connections | [`TcpListener`] (and [`TcpListener::incoming`]) |
+//! | a TCP connection | [`TcpStream`], split into [`ReadHalf`]/[`WriteHalf`] or [`OwnedReadHalf`]/[`OwnedWriteHalf`] |
+//! | set options before connect or listen | [`TcpSocket`] |
+//! | datagrams | [`UdpSocket`] |
+//! | what may reach the kernel | [`Policy`] |
+//! | errors, with a Linux errno each | [`Error`] |
+//!
+//! A program that uses the common subset of `tokio::net` compiles against
+//! `hostsock` by changing its `use` lines only.
+//!
+//! # Timeouts and deadlines
+//!
+//! Each socket has a read timeout (receive, read, peek, accept) and a write
+//! timeout (send, write, connect), as `SO_RCVTIMEO`/`SO_SNDTIMEO`. Each async
+//! operation also has a `*_deadline` form taking a [`tokio::time::Instant`].
+//! Expiry gives [`Error::TimedOut`], whose [`errno`](Error::errno) is what
+//! Linux gives: `EAGAIN`, or `EINPROGRESS` for connect.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use hostsock::{TcpListener, TcpStream};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio::time::Instant;
+//!
+//! #[tokio::main]
+//! async fn main() -> hostsock::Result<()> {
+//!     let listener = TcpListener::bind("127.0.0.1:0").await?;
+//!     let deadline = Instant::now() + Duration::from_secs(2);
+//!     let mut client = TcpStream::connect_deadline(listener.local_addr()?, deadline).await?;
+//!     let (mut server, _) = listener.accept_deadline(deadline).await?;
+//!     client.write_all(b"ping").await?;
+//!     let mut buf = [0u8; 4];
+//!     server.read_exact(&mut buf).await?;
+//!     assert_eq!(&buf, b"ping");
+//!     Ok(())
+//! }
+//! ```
+#![deny(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![cfg_attr(test, deny(warnings))]
+#![doc(test(attr(deny(warnings))))]
+
+mod core;
+mod deadline;
+mod dgram;
+mod error;
+mod listener;
+mod policy;
+mod socket;
+mod split;
+mod stream;
+#[allow(unsafe_code)]
+mod sys;
+
+pub use dgram::UdpSocket;
+pub use error::{Denial, Error, Op, Result};
+pub use listener::{Incoming, TcpListener};
+pub use policy::Policy;
+pub use socket::TcpSocket;
+pub use split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf};
+pub use stream::TcpStream;
+pub use tokio::io::{Interest, Ready};
+pub use tokio::net::ToSocketAddrs;

@@ -1,0 +1,263 @@
+//! `TcpSocket`: a TCP socket not yet connected or listening, to set options
+//! on before `connect` or `listen` (tokio's builder).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::time::Instant;
+
+use crate::core::{Core, to_inet};
+use crate::deadline::{Dir, Timeouts};
+use crate::error::Result;
+use crate::listener::TcpListener;
+use crate::policy::Policy;
+use crate::stream::{TcpStream, connect_core};
+
+/// A TCP socket that has not been turned into a [`TcpStream`] or a
+/// [`TcpListener`] yet.
+///
+/// The host fd is non-blocking and close-on-exec from the start. Timeouts
+/// and the policy set here carry over to the stream or listener.
+///
+/// # Examples
+///
+/// ```
+/// use hostsock::{TcpListener, TcpSocket};
+///
+/// #[tokio::main]
+/// async fn main() -> hostsock::Result<()> {
+///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+///     let socket = TcpSocket::new_v4()?;
+///     socket.set_nodelay(true)?;
+///     let stream = socket.connect(listener.local_addr()?).await?;
+///     assert!(stream.nodelay()?);
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct TcpSocket {
+    sock: Socket,
+    policy: Arc<Policy>,
+    timeouts: Timeouts,
+}
+
+impl TcpSocket {
+    /// A new IPv4 TCP socket.
+    pub fn new_v4() -> Result<TcpSocket> {
+        TcpSocket::new(Domain::IPV4)
+    }
+
+    /// A new IPv6 TCP socket.
+    pub fn new_v6() -> Result<TcpSocket> {
+        TcpSocket::new(Domain::IPV6)
+    }
+
+    fn new(domain: Domain) -> Result<TcpSocket> {
+        let sock = Socket::new(
+            domain,
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        Ok(TcpSocket {
+            sock,
+            policy: Policy::shared_default(),
+            timeouts: Timeouts::default(),
+        })
+    }
+
+    /// Uses `policy` for this socket and what it becomes.
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> TcpSocket {
+        self.policy = policy;
+        self
+    }
+
+    /// The policy this socket's calls are checked against.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Sets `SO_REUSEADDR`.
+    pub fn set_reuseaddr(&self, reuse: bool) -> Result<()> {
+        Ok(self.sock.set_reuse_address(reuse)?)
+    }
+
+    /// Gets `SO_REUSEADDR`.
+    pub fn reuseaddr(&self) -> Result<bool> {
+        Ok(self.sock.reuse_address()?)
+    }
+
+    /// Sets `SO_REUSEPORT`.
+    pub fn set_reuseport(&self, reuse: bool) -> Result<()> {
+        Ok(self.sock.set_reuse_port(reuse)?)
+    }
+
+    /// Gets `SO_REUSEPORT`.
+    pub fn reuseport(&self) -> Result<bool> {
+        Ok(self.sock.reuse_port()?)
+    }
+
+    /// Sets `SO_SNDBUF`. Linux doubles the value it is given (socket(7)),
+    /// and [`send_buffer_size`](TcpSocket::send_buffer_size) reports the
+    /// doubled value.
+    pub fn set_send_buffer_size(&self, size: u32) -> Result<()> {
+        Ok(self.sock.set_send_buffer_size(size as usize)?)
+    }
+
+    /// Gets `SO_SNDBUF`.
+    pub fn send_buffer_size(&self) -> Result<u32> {
+        Ok(u32::try_from(self.sock.send_buffer_size()?).unwrap_or(u32::MAX))
+    }
+
+    /// Sets `SO_RCVBUF` (doubled by Linux, as `SO_SNDBUF`).
+    pub fn set_recv_buffer_size(&self, size: u32) -> Result<()> {
+        Ok(self.sock.set_recv_buffer_size(size as usize)?)
+    }
+
+    /// Gets `SO_RCVBUF`.
+    pub fn recv_buffer_size(&self) -> Result<u32> {
+        Ok(u32::try_from(self.sock.recv_buffer_size()?).unwrap_or(u32::MAX))
+    }
+
+    /// Sets `SO_KEEPALIVE`.
+    pub fn set_keepalive(&self, keepalive: bool) -> Result<()> {
+        Ok(self.sock.set_keepalive(keepalive)?)
+    }
+
+    /// Gets `SO_KEEPALIVE`.
+    pub fn keepalive(&self) -> Result<bool> {
+        Ok(self.sock.keepalive()?)
+    }
+
+    /// Sets `SO_LINGER`.
+    pub fn set_linger(&self, dur: Option<Duration>) -> Result<()> {
+        Ok(self.sock.set_linger(dur)?)
+    }
+
+    /// Gets `SO_LINGER`.
+    pub fn linger(&self) -> Result<Option<Duration>> {
+        Ok(self.sock.linger()?)
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
+        Ok(self.sock.set_tcp_nodelay(nodelay)?)
+    }
+
+    /// Gets `TCP_NODELAY`.
+    pub fn nodelay(&self) -> Result<bool> {
+        Ok(self.sock.tcp_nodelay()?)
+    }
+
+    /// Sets the read timeout the stream or listener will have; see
+    /// [`TcpStream::set_read_timeout`].
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.timeouts.set(Dir::Read, timeout)
+    }
+
+    /// Sets the write timeout, which also bounds [`connect`](TcpSocket::connect)
+    /// (as `SO_SNDTIMEO` bounds a blocking connect).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.timeouts.set(Dir::Write, timeout)
+    }
+
+    /// Binds to `addr`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::TcpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let socket = TcpSocket::new_v4()?;
+    ///     socket.bind("127.0.0.1:0".parse().unwrap())?;
+    ///     assert_ne!(socket.local_addr()?.port(), 0);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn bind(&self, addr: SocketAddr) -> Result<()> {
+        Ok(self.sock.bind(&addr.into())?)
+    }
+
+    /// The local address, once bound.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        to_inet(self.sock.local_addr()?)
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> Result<Option<std::io::Error>> {
+        Ok(self.sock.take_error()?)
+    }
+
+    /// Connects to `addr`, bounded by the write timeout if one is set.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future closes the
+    /// socket.
+    pub async fn connect(self, addr: SocketAddr) -> Result<TcpStream> {
+        self.connect_deadline(addr, None).await
+    }
+
+    /// [`connect`](TcpSocket::connect) that gives up at `deadline` (or the
+    /// write timeout, whichever is earlier) with a timed-out error whose
+    /// `errno()` is `EINPROGRESS`.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future closes the
+    /// socket.
+    pub async fn connect_deadline(
+        self,
+        addr: SocketAddr,
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<TcpStream> {
+        let core = self.register()?;
+        connect_core(&core, addr, deadline.into()).await?;
+        Ok(TcpStream::from_core(core))
+    }
+
+    /// Listens with the given backlog (the kernel clamps it to
+    /// `net.core.somaxconn`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::TcpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let socket = TcpSocket::new_v4()?;
+    ///     socket.set_reuseaddr(true)?;
+    ///     socket.bind("127.0.0.1:0".parse().unwrap())?;
+    ///     let listener = socket.listen(128)?;
+    ///     assert_ne!(listener.local_addr()?.port(), 0);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn listen(self, backlog: u32) -> Result<TcpListener> {
+        self.sock
+            .listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+        Ok(TcpListener::from_core(self.register()?))
+    }
+
+    fn register(self) -> Result<Core> {
+        let core = Core::registered(self.sock, self.policy)?;
+        core.timeouts().copy_from(&self.timeouts);
+        Ok(core)
+    }
+}
+
+impl std::os::fd::AsFd for TcpSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
+    }
+}
+
+impl std::os::fd::AsRawFd for TcpSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.sock)
+    }
+}

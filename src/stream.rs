@@ -1,0 +1,801 @@
+//! `TcpStream`: connect (with deadlines), read and write, peek, shutdown,
+//! and the socket's options.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
+use tokio::net::ToSocketAddrs;
+use tokio::time::Instant;
+
+use crate::core::{Core, each_addr};
+use crate::deadline::{self, Dir, PollTimer};
+use crate::error::{Error, Op, Result};
+use crate::policy::Policy;
+use crate::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
+use crate::sys;
+
+/// A TCP connection.
+///
+/// The same shape as `tokio::net::TcpStream`: `AsyncRead`/`AsyncWrite`
+/// (vectored writes too), `peek`, `try_read`/`try_write`, readiness, and
+/// borrowed or owned halves; plus per-socket read and write timeouts that
+/// apply to every read and write (the `AsyncRead`/`AsyncWrite` ones too),
+/// per-call deadlines, and the socket's [`Policy`].
+///
+/// Every write passes `MSG_NOSIGNAL`: writing to a connection the peer
+/// closed gives `EPIPE`, never a `SIGPIPE`.
+///
+/// # Examples
+///
+/// ```
+/// use hostsock::{TcpListener, TcpStream};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// #[tokio::main]
+/// async fn main() -> std::io::Result<()> {
+///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+///     let (mut server, _) = listener.accept().await?;
+///     client.write_all(b"hello").await?;
+///     let mut buf = [0u8; 5];
+///     server.read_exact(&mut buf).await?;
+///     assert_eq!(&buf, b"hello");
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct TcpStream {
+    core: Core,
+    read_timer: PollTimer,
+    write_timer: PollTimer,
+}
+
+impl TcpStream {
+    pub(crate) fn from_core(core: Core) -> TcpStream {
+        TcpStream {
+            core,
+            read_timer: PollTimer::default(),
+            write_timer: PollTimer::default(),
+        }
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Opens a connection to `addr`. If it resolves to several addresses,
+    /// each is tried in turn and the last error is returned.
+    ///
+    /// The host socket is made non-blocking; `connect(2)` gives
+    /// `EINPROGRESS`, the future waits for writability, and `SO_ERROR` is the
+    /// result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     assert_eq!(stream.peer_addr()?, listener.local_addr()?);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno: `ECONNREFUSED`, `ENETUNREACH`, `ETIMEDOUT`, ...
+    /// `EINPROGRESS` never escapes.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future closes the
+    /// half-open socket (no file descriptor outlives it), and the connection
+    /// attempt is abandoned.
+    pub async fn connect<A: ToSocketAddrs>(addr: A) -> Result<TcpStream> {
+        TcpStream::connect_with(addr, Policy::shared_default(), None).await
+    }
+
+    /// [`connect`](TcpStream::connect) that gives up at `deadline` with a
+    /// timed-out error whose `errno()` is `EINPROGRESS` (what Linux gives
+    /// when `SO_SNDTIMEO` runs out during connect). The deadline covers all
+    /// the addresses `addr` resolves to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::time::Instant;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let deadline = Instant::now() + Duration::from_secs(5);
+    ///     let stream = TcpStream::connect_deadline(listener.local_addr()?, deadline).await?;
+    ///     assert_eq!(stream.peer_addr()?, listener.local_addr()?);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future closes the
+    /// half-open socket.
+    pub async fn connect_deadline<A: ToSocketAddrs>(
+        addr: A,
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<TcpStream> {
+        TcpStream::connect_with(addr, Policy::shared_default(), deadline.into()).await
+    }
+
+    /// [`connect_deadline`](TcpStream::connect_deadline) with an explicit
+    /// [`Policy`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{Policy, TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let policy = Policy::shared_default();
+    ///     let stream = TcpStream::connect_with(listener.local_addr()?, policy, None).await?;
+    ///     assert!(stream.peer_addr().is_ok());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is not cancel safe: dropping the future closes the
+    /// half-open socket.
+    pub async fn connect_with<A: ToSocketAddrs>(
+        addr: A,
+        policy: Arc<Policy>,
+        deadline: Option<Instant>,
+    ) -> Result<TcpStream> {
+        let run = each_addr(addr, |a| {
+            let policy = policy.clone();
+            async move {
+                let sock = Socket::new(
+                    Domain::for_address(a),
+                    Type::STREAM.nonblocking().cloexec(),
+                    Some(Protocol::TCP),
+                )?;
+                let core = Core::registered(sock, policy)?;
+                connect_core(&core, a, None).await?;
+                Ok(TcpStream::from_core(core))
+            }
+        });
+        deadline::run(deadline, Op::Connect, run).await
+    }
+
+    /// The remote address this stream is connected to.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        self.core.peer_addr()
+    }
+
+    /// The local address this stream is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.core.local_addr()
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> Result<Option<io::Error>> {
+        self.core.take_error()
+    }
+
+    /// Reads into `buf` without taking the bytes off the queue
+    /// (`MSG_PEEK`). Waits until data (or end of stream) is available.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> std::io::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     client.write_all(b"abc").await?;
+    ///     let mut buf = [0u8; 3];
+    ///     let n = server.peek(&mut buf).await?;
+    ///     assert!(n > 0);
+    ///     server.read_exact(&mut buf).await?; // still there
+    ///     assert_eq!(&buf, b"abc");
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: peeking consumes nothing.
+    pub async fn peek(&self, buf: &mut [u8]) -> Result<usize> {
+        self.peek_deadline(buf, None).await
+    }
+
+    /// [`peek`](TcpStream::peek) with a deadline (and the read timeout).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn peek_deadline(
+        &self,
+        buf: &mut [u8],
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<usize> {
+        self.core
+            .io(
+                Interest::READABLE,
+                Dir::Read,
+                Op::Recv,
+                deadline.into(),
+                |s| sys::recv(s, buf, libc::MSG_PEEK),
+            )
+            .await
+    }
+
+    /// Polls to peek into `buf`; returns how many bytes were peeked.
+    ///
+    /// # Return value
+    ///
+    /// * `Poll::Pending` if no data is available yet,
+    /// * `Poll::Ready(Ok(n))` with the bytes peeked (0 at end of stream),
+    /// * `Poll::Ready(Err(e))` on an error.
+    ///
+    /// Only the `Waker` from the `Context` passed to the most recent call is
+    /// scheduled to receive a wakeup.
+    pub fn poll_peek(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<usize>> {
+        self.core
+            .poll_read_io(cx, |s| sys::recv_buf(s, buf, libc::MSG_PEEK))
+    }
+
+    /// Reads into `buf`, waiting for data, until `deadline` (or the read
+    /// timeout) passes. Returns 0 at end of stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::time::Instant;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let _client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     let mut buf = [0u8; 16];
+    ///     let soon = Instant::now() + Duration::from_millis(20);
+    ///     let err = server.read_deadline(&mut buf, soon).await.unwrap_err();
+    ///     assert_eq!(err.errno(), libc::EAGAIN);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: if it is dropped before it completes, no
+    /// data was read.
+    pub async fn read_deadline(
+        &self,
+        buf: &mut [u8],
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<usize> {
+        self.core
+            .io(
+                Interest::READABLE,
+                Dir::Read,
+                Op::Recv,
+                deadline.into(),
+                |s| sys::recv(s, buf, 0),
+            )
+            .await
+    }
+
+    /// Writes some of `buf`, waiting for room, until `deadline` (or the
+    /// write timeout) passes. Returns how many bytes were written.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: if it is dropped before it completes, no
+    /// data was written.
+    pub async fn write_deadline(
+        &self,
+        buf: &[u8],
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<usize> {
+        self.core
+            .io(
+                Interest::WRITABLE,
+                Dir::Write,
+                Op::Send,
+                deadline.into(),
+                |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL),
+            )
+            .await
+    }
+
+    /// Reads what is available now into `buf`, without waiting: `EAGAIN`
+    /// (kind `WouldBlock`) if nothing is. Returns 0 at end of stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     client.writable().await?;
+    ///     assert_eq!(client.try_write(b"hi")?, 2);
+    ///     let mut buf = [0u8; 8];
+    ///     let n = loop {
+    ///         server.readable().await?;
+    ///         match server.try_read(&mut buf) {
+    ///             Ok(n) => break n,
+    ///             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+    ///             Err(e) => return Err(e),
+    ///         }
+    ///     };
+    ///     assert_eq!(&buf[..n], b"hi");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn try_read(&self, buf: &mut [u8]) -> Result<usize> {
+        self.core
+            .try_io(Interest::READABLE, |s| sys::recv(s, buf, 0))
+    }
+
+    /// Vectored [`try_read`](TcpStream::try_read): one `recvmsg(2)`.
+    pub fn try_read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> Result<usize> {
+        self.core
+            .try_io(Interest::READABLE, |s| sys::recv_vectored(s, bufs, 0))
+    }
+
+    /// Writes what fits now, without waiting: `EAGAIN` (kind `WouldBlock`)
+    /// if nothing does.
+    pub fn try_write(&self, buf: &[u8]) -> Result<usize> {
+        self.core.try_io(Interest::WRITABLE, |s| {
+            s.send_with_flags(buf, libc::MSG_NOSIGNAL)
+        })
+    }
+
+    /// Vectored [`try_write`](TcpStream::try_write): one `sendmsg(2)`.
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> Result<usize> {
+        self.core.try_io(Interest::WRITABLE, |s| {
+            s.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+        })
+    }
+
+    /// Waits until the stream is readable (or at end of stream, or in
+    /// error).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn readable(&self) -> Result<()> {
+        self.core.ready(Interest::READABLE, None).await.map(drop)
+    }
+
+    /// Waits until the stream is writable.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn writable(&self) -> Result<()> {
+        self.core.ready(Interest::WRITABLE, None).await.map(drop)
+    }
+
+    /// Waits for any of the readiness in `interest`, and returns what is
+    /// ready.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{Interest, TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let ready = client.ready(Interest::WRITABLE).await?;
+    ///     assert!(ready.is_writable());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn ready(&self, interest: Interest) -> Result<Ready> {
+        self.core.ready(interest, None).await
+    }
+
+    /// [`ready`](TcpStream::ready) that gives up at `deadline` with a
+    /// timed-out error (`errno()` = `EAGAIN`).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn ready_deadline(
+        &self,
+        interest: Interest,
+        deadline: impl Into<Option<Instant>>,
+    ) -> Result<Ready> {
+        self.core.ready(interest, deadline.into()).await
+    }
+
+    /// Shuts down the read half, the write half, or both (`shutdown(2)`).
+    /// After `Shutdown::Write` the peer reads end of stream; after
+    /// `Shutdown::Read` reads here return 0 at once once queued data is gone.
+    ///
+    /// Named so as not to shadow `AsyncWriteExt::shutdown()`, which shuts
+    /// down the write half.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::Shutdown;
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> std::io::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     client.shutdown_with(Shutdown::Write)?;
+    ///     let mut buf = Vec::new();
+    ///     assert_eq!(server.read_to_end(&mut buf).await?, 0);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn shutdown_with(&self, how: Shutdown) -> Result<()> {
+        self.core.shutdown(how)
+    }
+
+    /// Splits into a borrowed read half and write half, usable at the same
+    /// time (for example in two branches of `tokio::join!`).
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        crate::split::split(self)
+    }
+
+    /// Splits into owned halves that can move to different tasks. Dropping
+    /// the write half shuts the write direction down, as tokio does.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        crate::split::into_split(self)
+    }
+
+    /// Sets `TCP_NODELAY`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     stream.set_nodelay(true)?;
+    ///     assert!(stream.nodelay()?);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
+        Ok(self.core.sock().set_tcp_nodelay(nodelay)?)
+    }
+
+    /// Gets `TCP_NODELAY`. For more information, see
+    /// [`set_nodelay`](TcpStream::set_nodelay).
+    pub fn nodelay(&self) -> Result<bool> {
+        Ok(self.core.sock().tcp_nodelay()?)
+    }
+
+    /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes close reset the
+    /// connection.
+    pub fn set_linger(&self, dur: Option<Duration>) -> Result<()> {
+        Ok(self.core.sock().set_linger(dur)?)
+    }
+
+    /// Gets `SO_LINGER`. For more information, see
+    /// [`set_linger`](TcpStream::set_linger).
+    pub fn linger(&self) -> Result<Option<Duration>> {
+        Ok(self.core.sock().linger()?)
+    }
+
+    /// Sets `IP_TTL` (IPv4 streams).
+    pub fn set_ttl(&self, ttl: u32) -> Result<()> {
+        Ok(self.core.sock().set_ttl_v4(ttl)?)
+    }
+
+    /// Gets `IP_TTL`. For more information, see [`set_ttl`](TcpStream::set_ttl).
+    pub fn ttl(&self) -> Result<u32> {
+        Ok(self.core.sock().ttl_v4()?)
+    }
+
+    /// Sets the read timeout, as `SO_RCVTIMEO` would: every read, peek and
+    /// `AsyncRead` poll that waits longer gives a timed-out error
+    /// (`errno()` = `EAGAIN`, kind `TimedOut`). `None` waits forever;
+    /// `Some(Duration::ZERO)` is `EINVAL`, as in std.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let _client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     server.set_read_timeout(Some(Duration::from_millis(20)))?;
+    ///     let mut buf = [0u8; 4];
+    ///     let err = server.read(&mut buf).await.unwrap_err();
+    ///     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    ///     assert_eq!(hostsock::Error::from(err).errno(), libc::EAGAIN);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.core.set_timeout(Dir::Read, timeout)
+    }
+
+    /// The read timeout; see [`set_read_timeout`](TcpStream::set_read_timeout).
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.core.timeout(Dir::Read)
+    }
+
+    /// Sets the write timeout, as `SO_SNDTIMEO` would, for every write and
+    /// `AsyncWrite` poll. `None` waits forever; `Some(Duration::ZERO)` is
+    /// `EINVAL`.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        self.core.set_timeout(Dir::Write, timeout)
+    }
+
+    /// The write timeout; see [`set_write_timeout`](TcpStream::set_write_timeout).
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.core.timeout(Dir::Write)
+    }
+
+    /// The policy this stream's calls are checked against.
+    pub fn policy(&self) -> &Arc<Policy> {
+        self.core.policy()
+    }
+
+    /// Wraps a `std::net::TcpStream`; the fd is made non-blocking and
+    /// close-on-exec here, and the default policy applies.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime with IO enabled.
+    #[track_caller]
+    pub fn from_std(stream: std::net::TcpStream) -> Result<TcpStream> {
+        let sock = Socket::from(std::os::fd::OwnedFd::from(stream));
+        Ok(TcpStream::from_core(Core::new(
+            sock,
+            Policy::shared_default(),
+        )?))
+    }
+
+    /// Turns the stream into a `std::net::TcpStream`, still non-blocking
+    /// (as tokio leaves it).
+    pub fn into_std(self) -> Result<std::net::TcpStream> {
+        Ok(self.core.into_socket().into())
+    }
+}
+
+/// Connects `core`'s socket to `addr`: `EINPROGRESS` (or `EALREADY`,
+/// `EINTR`: the attempt goes on) → wait writable → `SO_ERROR`.
+pub(crate) async fn connect_core(
+    core: &Core,
+    addr: SocketAddr,
+    call_deadline: Option<Instant>,
+) -> Result<()> {
+    match core.sock().connect(&addr.into()) {
+        Ok(()) => return Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
+            ) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let at = core.timeouts().deadline(Dir::Write, call_deadline);
+    deadline::run(at, Op::Connect, async {
+        loop {
+            let mut guard = core.async_fd().writable().await?;
+            if let Some(e) = core.sock().take_error()? {
+                return Err(Error::from(e));
+            }
+            match core.sock().peer_addr() {
+                Ok(_) => return Ok(()),
+                // Woken before the handshake finished: wait again.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => guard.clear_ready(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })
+    .await
+}
+
+/// `AsyncRead` for any holder of a stream core and a timer.
+pub(crate) fn poll_read(
+    core: &Core,
+    timer: &mut PollTimer,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        let mut guard = match core.async_fd().poll_read_ready(cx) {
+            Poll::Ready(g) => g?,
+            Poll::Pending => {
+                return timed_out_or_pending(timer, cx, core.timeout(Dir::Read), Op::Recv);
+            }
+        };
+        let wanted = buf.remaining();
+        match guard.try_io(|fd| sys::recv_buf(fd.get_ref(), buf, 0)) {
+            Ok(Ok(n)) => {
+                // A short read drained the socket: clear readiness so the
+                // next read waits instead of paying an EAGAIN syscall.
+                if n > 0 && n < wanted {
+                    guard.clear_ready_matching(Ready::READABLE);
+                }
+                timer.disarm();
+                return Poll::Ready(Ok(()));
+            }
+            Ok(Err(e)) => {
+                timer.disarm();
+                return Poll::Ready(Err(e));
+            }
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// `AsyncWrite::poll_write`/`poll_write_vectored` for any holder of a
+/// stream core and a timer; `send` is one `send`/`sendmsg` call.
+pub(crate) fn poll_write(
+    core: &Core,
+    timer: &mut PollTimer,
+    cx: &mut Context<'_>,
+    len: usize,
+    mut send: impl FnMut(&Socket) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        let mut guard = match core.async_fd().poll_write_ready(cx) {
+            Poll::Ready(g) => g?,
+            Poll::Pending => {
+                return timed_out_or_pending(timer, cx, core.timeout(Dir::Write), Op::Send);
+            }
+        };
+        match guard.try_io(|fd| send(fd.get_ref())) {
+            Ok(Ok(n)) => {
+                if n > 0 && n < len {
+                    guard.clear_ready_matching(Ready::WRITABLE);
+                }
+                timer.disarm();
+                return Poll::Ready(Ok(n));
+            }
+            Ok(Err(e)) => {
+                timer.disarm();
+                return Poll::Ready(Err(e));
+            }
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+fn timed_out_or_pending<T>(
+    timer: &mut PollTimer,
+    cx: &mut Context<'_>,
+    timeout: Option<Duration>,
+    op: Op,
+) -> Poll<io::Result<T>> {
+    match timer.poll_expired(cx, timeout) {
+        Poll::Ready(()) => Poll::Ready(Err(Error::timed_out(op).into())),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+pub(crate) fn send_one<'a>(buf: &'a [u8]) -> impl FnMut(&Socket) -> io::Result<usize> + 'a {
+    move |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL)
+}
+
+pub(crate) fn send_vectored<'a>(
+    bufs: &'a [IoSlice<'a>],
+) -> impl FnMut(&Socket) -> io::Result<usize> + 'a {
+    move |s| s.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+}
+
+pub(crate) fn vectored_len(bufs: &[IoSlice<'_>]) -> usize {
+    bufs.iter().map(|b| b.len()).sum()
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        poll_read(&this.core, &mut this.read_timer, cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        poll_write(
+            &this.core,
+            &mut this.write_timer,
+            cx,
+            buf.len(),
+            send_one(buf),
+        )
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        poll_write(
+            &this.core,
+            &mut this.write_timer,
+            cx,
+            vectored_len(bufs),
+            send_vectored(bufs),
+        )
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.core.shutdown(Shutdown::Write).map_err(io::Error::from))
+    }
+}
+
+impl std::os::fd::AsFd for TcpStream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.core)
+    }
+}
+
+impl std::os::fd::AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.core)
+    }
+}

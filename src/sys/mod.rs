@@ -1,0 +1,86 @@
+//! The only module with `unsafe`: thin wrappers of the syscalls the typed and
+//! raw layers need, each one syscall, each `unsafe` block justified.
+
+use std::io;
+use std::mem::MaybeUninit;
+
+use socket2::{SockAddr, Socket};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, ReadBuf};
+
+/// Views an initialised byte buffer as possibly-uninitialised bytes, for the
+/// socket2 receive calls.
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`. The slice is only
+    // handed to socket2's receive calls, which let the kernel write bytes
+    // into it and never write uninitialised values, so the caller's
+    // initialised buffer stays initialised.
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
+/// `recv(2)` into an initialised buffer.
+pub(crate) fn recv(sock: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    sock.recv_with_flags(as_uninit(buf), flags)
+}
+
+/// `recvfrom(2)` into an initialised buffer.
+pub(crate) fn recv_from(
+    sock: &Socket,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, SockAddr)> {
+    sock.recv_from_with_flags(as_uninit(buf), flags)
+}
+
+/// `recv(2)` into the unfilled part of a tokio `ReadBuf`, without zeroing
+/// it first; the received bytes are marked initialised and filled.
+pub(crate) fn recv_buf(
+    sock: &Socket,
+    buf: &mut ReadBuf<'_>,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: the unfilled part is only handed to recv(2), which writes
+    // received bytes and never de-initialises anything.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    let n = sock.recv_with_flags(unfilled, flags)?;
+    // SAFETY: the kernel wrote `n` bytes at the start of the unfilled part
+    // (recv(2) returns how many it wrote, never more than the length given).
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(n)
+}
+
+/// `recvmsg(2)` into initialised vectored buffers (one syscall). The kernel
+/// refuses more than 1024 buffers with `EMSGSIZE`.
+pub(crate) fn recv_vectored(
+    sock: &Socket,
+    bufs: &mut [std::io::IoSliceMut<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: `IoSliceMut` and socket2's `MaybeUninitSlice` are both
+    // `#[repr(transparent)]` over `libc::iovec` on Unix, so the slices have
+    // the same layout. socket2 hands the iovecs to recvmsg(2), which only
+    // writes received bytes into them, never uninitialised values.
+    let bufs = unsafe {
+        &mut *(bufs as *mut [std::io::IoSliceMut<'_>] as *mut [socket2::MaybeUninitSlice<'_>])
+    };
+    sock.recv_vectored_with_flags(bufs, flags).map(|(n, _)| n)
+}
+
+/// Registers `sock` with the current Tokio reactor for readable and writable
+/// readiness (errors are always reported). Outside a runtime this is an
+/// error, not a panic.
+pub(crate) fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(
+            "hostsock sockets must be created inside a Tokio runtime",
+        ));
+    }
+    // SAFETY: `Socket` owns its fd: it stays open and names the same file
+    // description until the `Socket` is dropped, which happens only after
+    // the `AsyncFd` deregisters it (or after `into_inner` hands it back).
+    // `as_raw_fd` always returns that fd, and this crate never takes `&mut`
+    // to the inner socket, so it cannot be swapped out.
+    unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE | Interest::WRITABLE) }
+        .map_err(|e| e.into_parts().1)
+}
