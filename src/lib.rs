@@ -76,3 +76,8 @@ pub use split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, WriteHalf
 pub use stream::TcpStream;
 pub use tokio::io::{Interest, Ready};
 pub use tokio::net::ToSocketAddrs;
+
+/// The README's examples, run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
