@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::deadline::{self, Dir, Timeouts};
 use crate::error::{Error, Op, Result};
-use crate::policy::Policy;
+use crate::policy::{Policy, SocketKind};
 
 /// A host socket registered with the tokio reactor, with its policy and
 /// timeouts.
@@ -24,6 +24,7 @@ use crate::policy::Policy;
 pub(crate) struct Core {
     fd: AsyncFd<Socket>,
     policy: Arc<Policy>,
+    kind: SocketKind,
     timeouts: Timeouts,
     /// Set once `shutdown(SHUT_RD)` succeeded through this socket: a receive
     /// that would wait returns 0 instead, as a blocking Linux socket does.
@@ -31,22 +32,33 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Registers `sock` with the reactor. The fd is made non-blocking and
-    /// close-on-exec whatever it was before.
-    #[track_caller]
-    pub(crate) fn new(sock: Socket, policy: Arc<Policy>) -> Result<Core> {
+    /// Adopts a socket made elsewhere: checks its kind against the policy
+    /// (`expect`, if given, must match too), makes the fd non-blocking and
+    /// close-on-exec whatever it was before, and registers it.
+    pub(crate) fn adopt(sock: Socket, policy: Arc<Policy>, expect: Option<i32>) -> Result<Core> {
+        let domain = i32::from(sock.domain()?);
+        let ty = i32::from(sock.r#type()?);
+        let protocol = sock.protocol()?.map(i32::from).unwrap_or(0);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+        let kind = policy.check_kind(fd, domain, ty, protocol)?;
+        if expect.is_some_and(|t| t != ty) {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the socket is not of the type this wrapper needs",
+            )));
+        }
         sock.set_nonblocking(true)?;
         sock.set_cloexec(true)?;
-        Core::registered(sock, policy)
+        Core::registered(sock, policy, kind)
     }
 
     /// Registers a socket this crate created non-blocking and close-on-exec.
-    #[track_caller]
-    pub(crate) fn registered(sock: Socket, policy: Arc<Policy>) -> Result<Core> {
+    pub(crate) fn registered(sock: Socket, policy: Arc<Policy>, kind: SocketKind) -> Result<Core> {
         let fd = crate::sys::register(sock)?;
         Ok(Core {
             fd,
             policy,
+            kind,
             timeouts: Timeouts::default(),
             read_shut: AtomicBool::new(false),
         })
@@ -62,6 +74,14 @@ impl Core {
 
     pub(crate) fn policy(&self) -> &Arc<Policy> {
         &self.policy
+    }
+
+    pub(crate) fn kind(&self) -> SocketKind {
+        self.kind
+    }
+
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.sock().as_raw_fd()
     }
 
     pub(crate) fn timeouts(&self) -> &Timeouts {
@@ -251,4 +271,17 @@ pub(crate) async fn first_addr<A: tokio::net::ToSocketAddrs>(addr: A) -> Result<
             "no addresses to send data to",
         ))
     })
+}
+
+/// Creates a non-blocking, close-on-exec host socket of a kind the policy
+/// allows (a refused kind never reaches the kernel).
+pub(crate) fn new_socket(policy: &Policy, domain: socket2::Domain, stream: bool) -> Result<(Socket, SocketKind)> {
+    let (ty, proto) = if stream {
+        (socket2::Type::STREAM, socket2::Protocol::TCP)
+    } else {
+        (socket2::Type::DGRAM, socket2::Protocol::UDP)
+    };
+    let kind = policy.check_kind(-1, domain.into(), ty.into(), proto.into())?;
+    let sock = Socket::new(domain, ty.nonblocking().cloexec(), Some(proto))?;
+    Ok((sock, kind))
 }

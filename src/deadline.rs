@@ -23,7 +23,22 @@ pub(crate) enum Dir {
     Write,
 }
 
-/// A socket's read and write timeouts, in nanoseconds; 0 means none.
+/// How long an operation may wait, as `SO_RCVTIMEO`/`SO_SNDTIMEO` say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// No timeout (`{0, 0}` in a `timeval`).
+    Forever,
+    /// Do not wait at all (a negative `timeval`, as Linux reads it).
+    DontWait,
+    /// Wait at most this long.
+    For(Duration),
+}
+
+/// Stored nanoseconds: 0 is "forever", `u64::MAX` is "don't wait".
+const FOREVER: u64 = 0;
+const DONT_WAIT: u64 = u64::MAX;
+
+/// A socket's read and write timeouts.
 #[derive(Debug, Default)]
 pub(crate) struct Timeouts {
     read: AtomicU64,
@@ -38,28 +53,52 @@ impl Timeouts {
         }
     }
 
-    pub(crate) fn get(&self, dir: Dir) -> Option<Duration> {
+    pub(crate) fn wait(&self, dir: Dir) -> Wait {
         match self.slot(dir).load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(Duration::from_nanos(n)),
+            FOREVER => Wait::Forever,
+            DONT_WAIT => Wait::DontWait,
+            n => Wait::For(Duration::from_nanos(n)),
         }
     }
 
-    /// Sets a timeout. As with `std::net`, `Some(Duration::ZERO)` is an
-    /// `EINVAL` error; a timeout longer than about 584 years is kept as that.
-    pub(crate) fn set(&self, dir: Dir, t: Option<Duration>) -> Result<()> {
-        let nanos = match t {
-            None => 0,
-            Some(d) if d.is_zero() => {
-                return Err(Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "cannot set a 0 duration timeout",
-                )));
-            }
-            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+    pub(crate) fn set_wait(&self, dir: Dir, wait: Wait) {
+        let nanos = match wait {
+            Wait::Forever => FOREVER,
+            Wait::DontWait => DONT_WAIT,
+            Wait::For(d) if d.is_zero() => FOREVER,
+            // Longer than about 584 years: kept as the longest we store.
+            Wait::For(d) => u64::try_from(d.as_nanos()).unwrap_or(DONT_WAIT - 1).min(DONT_WAIT - 1),
         };
         self.slot(dir).store(nanos, Ordering::Relaxed);
-        Ok(())
+    }
+
+    /// The typed view: `None` waits forever, `Some(Duration::ZERO)` means
+    /// "don't wait" (only the raw layer can set that).
+    pub(crate) fn get(&self, dir: Dir) -> Option<Duration> {
+        match self.wait(dir) {
+            Wait::Forever => None,
+            Wait::DontWait => Some(Duration::ZERO),
+            Wait::For(d) => Some(d),
+        }
+    }
+
+    /// Sets a timeout from the typed API. As with `std::net`,
+    /// `Some(Duration::ZERO)` is an `EINVAL` error.
+    pub(crate) fn set(&self, dir: Dir, t: Option<Duration>) -> Result<()> {
+        match t {
+            Some(d) if d.is_zero() => Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ))),
+            Some(d) => {
+                self.set_wait(dir, Wait::For(d));
+                Ok(())
+            }
+            None => {
+                self.set_wait(dir, Wait::Forever);
+                Ok(())
+            }
+        }
     }
 
     pub(crate) fn copy_from(&self, other: &Timeouts) {
@@ -70,9 +109,14 @@ impl Timeouts {
     }
 
     /// The deadline an operation starting now must meet: the earlier of the
-    /// call's own deadline and now plus the socket's timeout.
+    /// call's own deadline and now plus the socket's timeout ("don't wait"
+    /// is now itself).
     pub(crate) fn deadline(&self, dir: Dir, call: Option<Instant>) -> Option<Instant> {
-        let from_timeout = self.get(dir).and_then(|t| Instant::now().checked_add(t));
+        let from_timeout = match self.wait(dir) {
+            Wait::Forever => None,
+            Wait::DontWait => Some(Instant::now()),
+            Wait::For(t) => Instant::now().checked_add(t),
+        };
         match (call, from_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

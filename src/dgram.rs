@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Socket};
 use tokio::io::{Interest, ReadBuf, Ready};
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
-use crate::core::{Core, each_addr, first_addr, to_inet};
+use crate::core::{Core, each_addr, first_addr, new_socket, to_inet};
 use crate::deadline::Dir;
 use crate::error::{Op, Result};
-use crate::policy::Policy;
+use crate::policy::{AddrUse, Policy};
 use crate::sys;
 
 /// What a datagram receive waits for: data, or a pending error (an ICMP
@@ -74,14 +76,11 @@ impl UdpSocket {
         each_addr(addr, |a| {
             let policy = policy.clone();
             async move {
-                let sock = Socket::new(
-                    Domain::for_address(a),
-                    Type::DGRAM.nonblocking().cloexec(),
-                    Some(Protocol::UDP),
-                )?;
+                let (sock, kind) = new_socket(&policy, Domain::for_address(a), false)?;
+                policy.check_addr(sock.as_raw_fd(), Op::Bind, AddrUse::Bind, a)?;
                 sock.bind(&a.into())?;
                 Ok(UdpSocket {
-                    core: Core::registered(sock, policy)?,
+                    core: Core::registered(sock, policy, kind)?,
                 })
             }
         })
@@ -112,10 +111,10 @@ impl UdpSocket {
     ///
     /// This method is cancel safe.
     pub async fn connect<A: ToSocketAddrs>(&self, addr: A) -> Result<()> {
-        each_addr(
-            addr,
-            |a| async move { Ok(self.core.sock().connect(&a.into())?) },
-        )
+                each_addr(addr, |a| async move {
+            self.check(AddrUse::Connect, Op::Connect, a)?;
+            Ok(self.core.sock().connect(&a.into())?)
+        })
         .await
     }
 
@@ -201,7 +200,9 @@ impl UdpSocket {
         deadline: impl Into<Option<Instant>>,
     ) -> Result<usize> {
         let deadline = deadline.into();
-        let to = socket2::SockAddr::from(first_addr(target).await?);
+                let target = first_addr(target).await?;
+        self.check(AddrUse::SendTo, Op::Send, target)?;
+        let to = socket2::SockAddr::from(target);
         self.core
             .io(Interest::WRITABLE, Dir::Write, Op::Send, deadline, |s| {
                 s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL)
@@ -210,7 +211,8 @@ impl UdpSocket {
     }
 
     /// Sends to `target` now if there is room: `EAGAIN` otherwise.
-    pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
+        pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
+        self.check(AddrUse::SendTo, Op::Send, target)?;
         let to = socket2::SockAddr::from(target);
         self.core.try_io(Interest::WRITABLE, |s| {
             s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL)
@@ -222,8 +224,11 @@ impl UdpSocket {
         &self,
         cx: &mut Context<'_>,
         buf: &[u8],
-        target: SocketAddr,
+                target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check(AddrUse::SendTo, Op::Send, target) {
+            return Poll::Ready(Err(e.into()));
+        }
         let to = socket2::SockAddr::from(target);
         self.core
             .poll_write_io(cx, |s| s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL))
@@ -632,13 +637,23 @@ impl UdpSocket {
     pub fn from_std(sock: std::net::UdpSocket) -> Result<UdpSocket> {
         let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
         Ok(UdpSocket {
-            core: Core::new(sock, Policy::shared_default())?,
+            core: Core::adopt(sock, Policy::shared_default(), Some(libc::SOCK_DGRAM))?,
         })
     }
 
     /// Turns the socket into a `std::net::UdpSocket`, still non-blocking.
     pub fn into_std(self) -> Result<std::net::UdpSocket> {
         Ok(self.core.into_socket().into())
+    }
+}
+
+impl UdpSocket {
+    /// Checks a use of `addr` against the policy's address rules.
+    fn check(&self, usage: AddrUse, op: Op, addr: SocketAddr) -> Result<()> {
+        self.core
+            .policy()
+            .check_addr(self.core.raw_fd(), op, usage, addr)
+            .map_err(Into::into)
     }
 }
 

@@ -3,6 +3,9 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+
+use crate::policy::{AddrRule, AddrUse};
 
 /// The result type of the typed API.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -71,26 +74,109 @@ impl fmt::Display for Op {
     }
 }
 
+/// What a refused call asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Asked {
+    /// A socket option, by level and name.
+    Option {
+        /// `SOL_SOCKET`, `SOL_IP`, ...
+        level: i32,
+        /// The option's number.
+        name: i32,
+    },
+    /// An address, and what it was for.
+    Address {
+        /// What the address was for.
+        usage: AddrUse,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// A socket kind.
+    SocketKind {
+        /// The family (`AF_INET`, ...).
+        domain: i32,
+        /// The base type (`SOCK_STREAM`, ...).
+        ty: i32,
+        /// The protocol.
+        protocol: i32,
+    },
+}
+
+impl fmt::Display for Asked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Asked::Option { level, name } => match crate::policy::OPTIONS
+                .iter()
+                .find(|r| r.level == *level && r.name == *name)
+            {
+                Some(row) => f.write_str(row.cname),
+                None => write!(f, "option ({level}, {name})"),
+            },
+            Asked::Address { usage, addr } => write!(f, "{addr} for {usage:?}"),
+            Asked::SocketKind { domain, ty, protocol } => {
+                write!(f, "socket kind (domain {domain}, type {ty}, protocol {protocol})")
+            }
+        }
+    }
+}
+
+/// Which rule refused a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rule {
+    /// The option is not in the table and unknown options are rejected.
+    OptionNotListed,
+    /// The option is in the table but turned off by the policy.
+    OptionOff,
+    /// The option never reaches the kernel (privileged or host-affecting).
+    OptionNever,
+    /// Set of a get-only option, or get of a set-only option.
+    OptionWrongWay,
+    /// An address rule, by its position in the policy.
+    Address {
+        /// The rule's position (first match wins).
+        index: usize,
+        /// The rule itself.
+        rule: AddrRule,
+    },
+    /// No address rule matched and the default verdict is deny.
+    DefaultVerdict,
+    /// The socket kind is not allowed.
+    KindNotAllowed,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::OptionNotListed => f.write_str("the option table (not listed)"),
+            Rule::OptionOff => f.write_str("the policy (option turned off)"),
+            Rule::OptionNever => f.write_str("the never-allowed list"),
+            Rule::OptionWrongWay => f.write_str("the option table (wrong direction)"),
+            Rule::Address { index, rule } => write!(f, "address rule #{index} ({rule})"),
+            Rule::DefaultVerdict => f.write_str("the default address verdict"),
+            Rule::KindNotAllowed => f.write_str("the allowed socket kinds"),
+        }
+    }
+}
+
 /// A call the policy refused before it reached the kernel.
-///
-/// The foundation's policy allows everything, so nothing produces a denial
-/// yet; the type exists so that code matching on [`Error`] is written once.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Denial {
     /// The operation that was refused.
     pub op: Op,
-    /// What was asked for, in words (an option's C name, an address).
-    pub what: &'static str,
-    /// The rule that refused it, in words.
-    pub rule: &'static str,
+    /// What was asked for.
+    pub asked: Asked,
+    /// The rule that refused it.
+    pub rule: Rule,
     /// The errno the raw layer answers for this denial.
     pub errno: i32,
 }
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} of {} denied by {}", self.op, self.what, self.rule)
+        write!(f, "{} of {} denied by {}", self.op, self.asked, self.rule)
     }
 }
 
@@ -132,7 +218,7 @@ pub enum Error {
     },
     /// The policy refused the call before it reached the kernel.
     #[error("{0}")]
-    Denied(Denial),
+    Denied(Box<Denial>),
 }
 
 impl Error {
@@ -175,6 +261,14 @@ impl Error {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             Error::Io(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The denial, if the policy refused the call.
+    pub fn denial(&self) -> Option<&Denial> {
+        match self {
+            Error::Denied(d) => Some(d),
             _ => None,
         }
     }
@@ -279,5 +373,11 @@ mod tests {
         assert_eq!(e.errno(), libc::EINVAL);
         let e = Error::from(io::Error::from(io::ErrorKind::WouldBlock));
         assert_eq!(e.errno(), libc::EAGAIN);
+    }
+}
+
+impl From<Denial> for Error {
+    fn from(d: Denial) -> Error {
+        Error::Denied(Box::new(d))
     }
 }

@@ -60,7 +60,7 @@ mod deadline;
 mod dgram;
 mod error;
 mod listener;
-mod policy;
+pub mod policy;
 mod socket;
 mod split;
 mod stream;
@@ -68,7 +68,7 @@ mod stream;
 mod sys;
 
 pub use dgram::UdpSocket;
-pub use error::{Denial, Error, Op, Result};
+pub use error::{Asked, Denial, Error, Op, Result, Rule};
 pub use listener::{Incoming, TcpListener};
 pub use policy::Policy;
 pub use socket::TcpSocket;

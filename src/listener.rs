@@ -8,15 +8,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use socket2::{Domain, Protocol, Socket, Type};
+use std::os::fd::AsRawFd as _;
+
+use socket2::{Domain, Socket};
 use tokio::io::Interest;
 use tokio::net::ToSocketAddrs;
 use tokio::time::{Instant, Sleep};
 
-use crate::core::{Core, each_addr, to_inet};
+use crate::core::{Core, each_addr, new_socket, to_inet};
 use crate::deadline::Dir;
 use crate::error::{Error, Op, Result};
-use crate::policy::Policy;
+use crate::policy::{AddrUse, Policy};
 use crate::stream::TcpStream;
 
 /// The backlog `bind` listens with, as tokio and std use.
@@ -100,16 +102,13 @@ impl TcpListener {
     }
 
     fn bind_addr(addr: SocketAddr, policy: Arc<Policy>) -> Result<TcpListener> {
-        let sock = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking().cloexec(),
-            Some(Protocol::TCP),
-        )?;
+        let (sock, kind) = new_socket(&policy, Domain::for_address(addr), true)?;
+        policy.check_addr(sock.as_raw_fd(), Op::Bind, AddrUse::Bind, addr)?;
         sock.set_reuse_address(true)?;
         sock.bind(&addr.into())?;
         sock.listen(DEFAULT_BACKLOG)?;
         Ok(TcpListener {
-            core: Core::registered(sock, policy)?,
+            core: Core::registered(sock, policy, kind)?,
         })
     }
 
@@ -193,7 +192,7 @@ impl TcpListener {
                 Dir::Read,
                 Op::Accept,
                 deadline.into(),
-                accept4,
+                |s| accept_allowed(s, self.core.policy()),
             )
             .await?;
         self.wrap_accepted(sock, addr)
@@ -216,7 +215,8 @@ impl TcpListener {
     /// }
     /// ```
     pub fn try_accept(&self) -> Result<(TcpStream, SocketAddr)> {
-        let (sock, addr) = self.core.try_io(Interest::READABLE, accept4)?;
+        let (sock, addr) = self.core
+            .try_io(Interest::READABLE, |s| accept_allowed(s, self.core.policy()))?;
         self.wrap_accepted(sock, addr)
     }
 
@@ -232,7 +232,8 @@ impl TcpListener {
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(TcpStream, SocketAddr)>> {
-        match self.core.poll_read_io(cx, accept4) {
+        match self.core
+            .poll_read_io(cx, |s| accept_allowed(s, self.core.policy())) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok((sock, addr))) => Poll::Ready(self.wrap_accepted(sock, addr)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
@@ -240,7 +241,7 @@ impl TcpListener {
     }
 
     fn wrap_accepted(&self, sock: Socket, addr: SocketAddr) -> Result<(TcpStream, SocketAddr)> {
-        let core = Core::registered(sock, self.core.policy().clone())?;
+        let core = Core::registered(sock, self.core.policy().clone(), self.core.kind())?;
         core.timeouts().copy_from(self.core.timeouts());
         Ok((TcpStream::from_core(core), addr))
     }
@@ -319,7 +320,7 @@ impl TcpListener {
     pub fn from_std(listener: std::net::TcpListener) -> Result<TcpListener> {
         let sock = Socket::from(std::os::fd::OwnedFd::from(listener));
         Ok(TcpListener {
-            core: Core::new(sock, Policy::shared_default())?,
+            core: Core::adopt(sock, Policy::shared_default(), Some(libc::SOCK_STREAM))?,
         })
     }
 
@@ -430,11 +431,24 @@ impl std::os::fd::AsRawFd for TcpListener {
     }
 }
 
-/// One `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`, the peer as an INET address.
-fn accept4(sock: &Socket) -> std::io::Result<(Socket, SocketAddr)> {
-    let (s, addr) = sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
-    let addr = to_inet(addr).map_err(std::io::Error::from)?;
-    Ok((s, addr))
+/// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`, the peer as an INET address.
+/// Repeats until a peer the policy's `AcceptPeer` rules allow: a refused
+/// peer is reset (`SO_LINGER` 0, then close) and never handed out. Runs out
+/// with `EAGAIN` like a plain accept.
+pub(crate) fn accept_allowed(sock: &Socket, policy: &Policy) -> std::io::Result<(Socket, SocketAddr)> {
+    loop {
+        let (s, addr) = sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+        let addr = to_inet(addr).map_err(std::io::Error::from)?;
+        match policy.check_addr(sock.as_raw_fd(), Op::Accept, AddrUse::AcceptPeer, addr) {
+            Ok(()) => return Ok((s, addr)),
+            Err(_denied) => {
+                // The audit hook has seen it; reset rather than close
+                // politely, so the peer learns at once.
+                let _ = s.set_linger(Some(Duration::ZERO));
+                drop(s);
+            }
+        }
+    }
 }
 
 /// Is this an accept error that more tries will not fix until resources

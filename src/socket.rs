@@ -5,14 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use std::os::fd::AsRawFd as _;
+
+use socket2::{Domain, Socket};
 use tokio::time::Instant;
 
-use crate::core::{Core, to_inet};
+use crate::core::{Core, new_socket, to_inet};
 use crate::deadline::{Dir, Timeouts};
 use crate::error::Result;
 use crate::listener::TcpListener;
-use crate::policy::Policy;
+use crate::policy::{AddrUse, Policy, SocketKind};
 use crate::stream::{TcpStream, connect_core};
 
 /// A TCP socket that has not been turned into a [`TcpStream`] or a
@@ -39,6 +41,7 @@ use crate::stream::{TcpStream, connect_core};
 #[derive(Debug)]
 pub struct TcpSocket {
     sock: Socket,
+    kind: SocketKind,
     policy: Arc<Policy>,
     timeouts: Timeouts,
 }
@@ -55,22 +58,24 @@ impl TcpSocket {
     }
 
     fn new(domain: Domain) -> Result<TcpSocket> {
-        let sock = Socket::new(
-            domain,
-            Type::STREAM.nonblocking().cloexec(),
-            Some(Protocol::TCP),
-        )?;
+        let policy = Policy::shared_default();
+        let (sock, kind) = new_socket(&policy, domain, true)?;
         Ok(TcpSocket {
             sock,
-            policy: Policy::shared_default(),
+            kind,
+            policy,
             timeouts: Timeouts::default(),
         })
     }
 
-    /// Uses `policy` for this socket and what it becomes.
-    pub fn with_policy(mut self, policy: Arc<Policy>) -> TcpSocket {
+    /// Uses `policy` for this socket and what it becomes. The socket's kind
+    /// is checked against it: a kind the policy refuses is an error (and
+    /// the socket is closed).
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Result<TcpSocket> {
+        let (domain, ty, protocol) = self.kind.parts();
+        policy.check_kind(self.sock.as_raw_fd(), domain, ty, protocol)?;
         self.policy = policy;
-        self
+        Ok(self)
     }
 
     /// The policy this socket's calls are checked against.
@@ -177,7 +182,9 @@ impl TcpSocket {
     ///     Ok(())
     /// }
     /// ```
-    pub fn bind(&self, addr: SocketAddr) -> Result<()> {
+        pub fn bind(&self, addr: SocketAddr) -> Result<()> {
+        self.policy
+            .check_addr(self.sock.as_raw_fd(), crate::Op::Bind, AddrUse::Bind, addr)?;
         Ok(self.sock.bind(&addr.into())?)
     }
 
@@ -244,7 +251,7 @@ impl TcpSocket {
     }
 
     fn register(self) -> Result<Core> {
-        let core = Core::registered(self.sock, self.policy)?;
+        let core = Core::registered(self.sock, self.policy, self.kind)?;
         core.timeouts().copy_from(&self.timeouts);
         Ok(core)
     }

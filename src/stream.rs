@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
-use crate::core::{Core, each_addr};
+use crate::core::{Core, each_addr, new_socket};
 use crate::deadline::{self, Dir, PollTimer};
 use crate::error::{Error, Op, Result};
-use crate::policy::Policy;
+use crate::policy::{AddrUse, Policy};
 use crate::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::sys;
 
@@ -167,12 +167,8 @@ impl TcpStream {
         let run = each_addr(addr, |a| {
             let policy = policy.clone();
             async move {
-                let sock = Socket::new(
-                    Domain::for_address(a),
-                    Type::STREAM.nonblocking().cloexec(),
-                    Some(Protocol::TCP),
-                )?;
-                let core = Core::registered(sock, policy)?;
+                let (sock, kind) = new_socket(&policy, Domain::for_address(a), true)?;
+                let core = Core::registered(sock, policy, kind)?;
                 connect_core(&core, a, None).await?;
                 Ok(TcpStream::from_core(core))
             }
@@ -593,9 +589,10 @@ impl TcpStream {
     #[track_caller]
     pub fn from_std(stream: std::net::TcpStream) -> Result<TcpStream> {
         let sock = Socket::from(std::os::fd::OwnedFd::from(stream));
-        Ok(TcpStream::from_core(Core::new(
+        Ok(TcpStream::from_core(Core::adopt(
             sock,
             Policy::shared_default(),
+            Some(libc::SOCK_STREAM),
         )?))
     }
 
@@ -611,8 +608,10 @@ impl TcpStream {
 pub(crate) async fn connect_core(
     core: &Core,
     addr: SocketAddr,
-    call_deadline: Option<Instant>,
+        call_deadline: Option<Instant>,
 ) -> Result<()> {
+    core.policy()
+        .check_addr(core.raw_fd(), Op::Connect, AddrUse::Connect, addr)?;
     match core.sock().connect(&addr.into()) {
         Ok(()) => return Ok(()),
         Err(e)

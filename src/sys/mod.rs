@@ -3,6 +3,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
 
 use socket2::{SockAddr, Socket};
 use tokio::io::unix::AsyncFd;
@@ -83,4 +84,72 @@ pub(crate) fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
     // to the inner socket, so it cannot be swapped out.
     unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE | Interest::WRITABLE) }
         .map_err(|e| e.into_parts().1)
+}
+
+/// `getsockopt(2)` into `out`; returns the length the kernel reports.
+pub(crate) fn getsockopt(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, out: &mut [u8]) -> io::Result<usize> {
+    let mut len = libc::socklen_t::try_from(out.len()).unwrap_or(libc::socklen_t::MAX);
+    // SAFETY: `out` is valid for writes of `len` bytes (`len` is at most
+    // `out.len()`), and `len` is a valid `socklen_t` the kernel updates.
+    let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, out.as_mut_ptr().cast(), &mut len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(len).unwrap_or(0).min(out.len()))
+}
+
+/// `setsockopt(2)` with `value` as the option bytes.
+pub(crate) fn setsockopt(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `value` is valid for reads of `len` bytes; the kernel only
+    // reads them.
+    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `SIOCATMARK` on Linux (`<linux/sockios.h>`).
+pub(crate) const SIOCATMARK: libc::c_ulong = 0x8905;
+
+/// An `ioctl(2)` whose argument is a pointer to an `int` the kernel fills
+/// (`TIOCINQ`, `TIOCOUTQ`, `SIOCATMARK`). Only those three are accepted.
+pub(crate) fn ioctl_int(fd: &impl AsRawFd, request: libc::c_ulong) -> io::Result<libc::c_int> {
+    if ![libc::TIOCINQ, libc::TIOCOUTQ, SIOCATMARK].contains(&request) {
+        return Err(io::Error::from_raw_os_error(libc::ENOTTY));
+    }
+    let mut value: libc::c_int = 0;
+    // SAFETY: the three requests allowed above each write one `int` through
+    // the pointer, which points to a live `c_int`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, &mut value as *mut libc::c_int) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// `poll(2)` on one fd with a zero timeout: the `revents` for `events`.
+pub(crate) fn poll_now(fd: &impl AsRawFd, events: libc::c_short) -> io::Result<libc::c_short> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid `pollfd`, and the count passed is 1.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pfd.revents)
+}
+
+/// The open-file flags of `fd` (`fcntl(F_GETFL)`).
+pub(crate) fn fd_status_flags(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
+    // SAFETY: F_GETFL takes no argument and only reads the fd's flags.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
 }
