@@ -142,7 +142,32 @@ impl Core {
         interest: Interest,
         f: impl FnOnce(&Socket) -> io::Result<R>,
     ) -> Result<R> {
-        self.fd.try_io(interest, f).map_err(Error::from)
+        // tokio's `try_io` only recognises a single interest, so a combined
+        // one (a datagram receive's `READABLE | ERROR`) is tried part by
+        // part; `f` runs at most once.
+        let f = std::cell::Cell::new(Some(f));
+        let once = |s: &Socket| match f.take() {
+            Some(f) => f(s),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        if interest.is_readable() && interest.is_error() {
+            let first = self.fd.try_io(Interest::READABLE, once);
+            let unready = matches!(&first, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            // Error readiness is tried only when `f` has not run: were it
+            // run again and got `WouldBlock`, tokio would clear a readiness
+            // that may be real.
+            let ran = {
+                let left = f.take();
+                let ran = left.is_none();
+                f.set(left);
+                ran
+            };
+            if !unready || ran {
+                return first.map_err(Error::from);
+            }
+            return self.fd.try_io(Interest::ERROR, once).map_err(Error::from);
+        }
+        self.fd.try_io(interest, once).map_err(Error::from)
     }
 
     /// Receive-side polling helper: waits for read readiness and runs `f`.
@@ -275,7 +300,11 @@ pub(crate) async fn first_addr<A: tokio::net::ToSocketAddrs>(addr: A) -> Result<
 
 /// Creates a non-blocking, close-on-exec host socket of a kind the policy
 /// allows (a refused kind never reaches the kernel).
-pub(crate) fn new_socket(policy: &Policy, domain: socket2::Domain, stream: bool) -> Result<(Socket, SocketKind)> {
+pub(crate) fn new_socket(
+    policy: &Policy,
+    domain: socket2::Domain,
+    stream: bool,
+) -> Result<(Socket, SocketKind)> {
     let (ty, proto) = if stream {
         (socket2::Type::STREAM, socket2::Protocol::TCP)
     } else {

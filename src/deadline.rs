@@ -67,7 +67,9 @@ impl Timeouts {
             Wait::DontWait => DONT_WAIT,
             Wait::For(d) if d.is_zero() => FOREVER,
             // Longer than about 584 years: kept as the longest we store.
-            Wait::For(d) => u64::try_from(d.as_nanos()).unwrap_or(DONT_WAIT - 1).min(DONT_WAIT - 1),
+            Wait::For(d) => u64::try_from(d.as_nanos())
+                .unwrap_or(DONT_WAIT - 1)
+                .min(DONT_WAIT - 1),
         };
         self.slot(dir).store(nanos, Ordering::Relaxed);
     }

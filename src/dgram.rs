@@ -111,7 +111,7 @@ impl UdpSocket {
     ///
     /// This method is cancel safe.
     pub async fn connect<A: ToSocketAddrs>(&self, addr: A) -> Result<()> {
-                each_addr(addr, |a| async move {
+        each_addr(addr, |a| async move {
             self.check(AddrUse::Connect, Op::Connect, a)?;
             Ok(self.core.sock().connect(&a.into())?)
         })
@@ -200,7 +200,7 @@ impl UdpSocket {
         deadline: impl Into<Option<Instant>>,
     ) -> Result<usize> {
         let deadline = deadline.into();
-                let target = first_addr(target).await?;
+        let target = first_addr(target).await?;
         self.check(AddrUse::SendTo, Op::Send, target)?;
         let to = socket2::SockAddr::from(target);
         self.core
@@ -211,7 +211,7 @@ impl UdpSocket {
     }
 
     /// Sends to `target` now if there is room: `EAGAIN` otherwise.
-        pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
+    pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
         self.check(AddrUse::SendTo, Op::Send, target)?;
         let to = socket2::SockAddr::from(target);
         self.core.try_io(Interest::WRITABLE, |s| {
@@ -224,7 +224,7 @@ impl UdpSocket {
         &self,
         cx: &mut Context<'_>,
         buf: &[u8],
-                target: SocketAddr,
+        target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
         if let Err(e) = self.check(AddrUse::SendTo, Op::Send, target) {
             return Poll::Ready(Err(e.into()));

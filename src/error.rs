@@ -114,8 +114,15 @@ impl fmt::Display for Asked {
                 None => write!(f, "option ({level}, {name})"),
             },
             Asked::Address { usage, addr } => write!(f, "{addr} for {usage:?}"),
-            Asked::SocketKind { domain, ty, protocol } => {
-                write!(f, "socket kind (domain {domain}, type {ty}, protocol {protocol})")
+            Asked::SocketKind {
+                domain,
+                ty,
+                protocol,
+            } => {
+                write!(
+                    f,
+                    "socket kind (domain {domain}, type {ty}, protocol {protocol})"
+                )
             }
         }
     }

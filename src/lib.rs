@@ -62,6 +62,7 @@ mod error;
 mod listener;
 pub mod policy;
 mod socket;
+mod sockopt;
 mod split;
 mod stream;
 #[allow(unsafe_code)]

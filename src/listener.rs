@@ -215,8 +215,9 @@ impl TcpListener {
     /// }
     /// ```
     pub fn try_accept(&self) -> Result<(TcpStream, SocketAddr)> {
-        let (sock, addr) = self.core
-            .try_io(Interest::READABLE, |s| accept_allowed(s, self.core.policy()))?;
+        let (sock, addr) = self.core.try_io(Interest::READABLE, |s| {
+            accept_allowed(s, self.core.policy())
+        })?;
         self.wrap_accepted(sock, addr)
     }
 
@@ -232,8 +233,10 @@ impl TcpListener {
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(TcpStream, SocketAddr)>> {
-        match self.core
-            .poll_read_io(cx, |s| accept_allowed(s, self.core.policy())) {
+        match self
+            .core
+            .poll_read_io(cx, |s| accept_allowed(s, self.core.policy()))
+        {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok((sock, addr))) => Poll::Ready(self.wrap_accepted(sock, addr)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
@@ -435,7 +438,10 @@ impl std::os::fd::AsRawFd for TcpListener {
 /// Repeats until a peer the policy's `AcceptPeer` rules allow: a refused
 /// peer is reset (`SO_LINGER` 0, then close) and never handed out. Runs out
 /// with `EAGAIN` like a plain accept.
-pub(crate) fn accept_allowed(sock: &Socket, policy: &Policy) -> std::io::Result<(Socket, SocketAddr)> {
+pub(crate) fn accept_allowed(
+    sock: &Socket,
+    policy: &Policy,
+) -> std::io::Result<(Socket, SocketAddr)> {
     loop {
         let (s, addr) = sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
         let addr = to_inet(addr).map_err(std::io::Error::from)?;

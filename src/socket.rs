@@ -182,7 +182,7 @@ impl TcpSocket {
     ///     Ok(())
     /// }
     /// ```
-        pub fn bind(&self, addr: SocketAddr) -> Result<()> {
+    pub fn bind(&self, addr: SocketAddr) -> Result<()> {
         self.policy
             .check_addr(self.sock.as_raw_fd(), crate::Op::Bind, AddrUse::Bind, addr)?;
         Ok(self.sock.bind(&addr.into())?)

@@ -608,7 +608,7 @@ impl TcpStream {
 pub(crate) async fn connect_core(
     core: &Core,
     addr: SocketAddr,
-        call_deadline: Option<Instant>,
+    call_deadline: Option<Instant>,
 ) -> Result<()> {
     core.policy()
         .check_addr(core.raw_fd(), Op::Connect, AddrUse::Connect, addr)?;

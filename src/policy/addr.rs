@@ -104,8 +104,12 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(a)) => prefix_match(&net.octets(), &a.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(a)) => prefix_match(&net.octets(), &a.octets(), self.prefix),
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                prefix_match(&net.octets(), &a.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                prefix_match(&net.octets(), &a.octets(), self.prefix)
+            }
             _ => false,
         }
     }
@@ -218,7 +222,11 @@ impl fmt::Display for AddrRule {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
         };
-        write!(f, "{verdict} {} ports {}-{} for", self.net, self.ports.0, self.ports.1)?;
+        write!(
+            f,
+            "{verdict} {} ports {}-{} for",
+            self.net, self.ports.0, self.ports.1
+        )?;
         for u in AddrUse::ALL {
             if self.uses & u.bit() != 0 {
                 write!(f, " {u:?}")?;
@@ -251,7 +259,12 @@ mod tests {
 
     #[test]
     fn rule_matching_by_use_and_port() {
-        let r = AddrRule::new(Verdict::Deny, "127.0.0.0/8".parse().unwrap(), &[AddrUse::Bind]).ports(1, 1023);
+        let r = AddrRule::new(
+            Verdict::Deny,
+            "127.0.0.0/8".parse().unwrap(),
+            &[AddrUse::Bind],
+        )
+        .ports(1, 1023);
         assert!(r.matches(AddrUse::Bind, "127.0.0.1:80".parse().unwrap()));
         assert!(!r.matches(AddrUse::Bind, "127.0.0.1:0".parse().unwrap()));
         assert!(!r.matches(AddrUse::Connect, "127.0.0.1:80".parse().unwrap()));

@@ -19,8 +19,8 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, OnceLock};
 
 pub use addr::{AddrRule, AddrUse, Cidr, CidrError, Verdict};
+pub(crate) use table::{Kind as OptKind, is_never};
 pub use table::{OPTIONS, OptRow};
-pub(crate) use table::Kind as OptKind;
 
 use crate::error::{Denial, Op};
 
@@ -200,7 +200,10 @@ impl Policy {
     pub fn sandbox() -> Policy {
         let all = &AddrUse::ALL;
         let link_local_v4 = Cidr::new(std::net::Ipv4Addr::new(169, 254, 0, 0).into(), 16);
-        let link_local_v6 = Cidr::new(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0).into(), 10);
+        let link_local_v6 = Cidr::new(
+            std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0).into(),
+            10,
+        );
         Policy::builder()
             .addr_rule(AddrRule::new(Verdict::Deny, link_local_v4, all))
             .addr_rule(AddrRule::new(Verdict::Deny, link_local_v6, all))
@@ -214,7 +217,9 @@ impl Policy {
     /// gVisor's behaviour: the default allowlist, and setsockopt of an
     /// option outside it pretends to succeed.
     pub fn gvisor_compat() -> Policy {
-        Policy::builder().unknown_options(UnknownOpt::PretendOk).build()
+        Policy::builder()
+            .unknown_options(UnknownOpt::PretendOk)
+            .build()
     }
 
     /// A builder starting from [`Policy::default`].
@@ -258,19 +263,32 @@ impl Policy {
 
     /// The clamp on `SO_SNDBUF` (`send == true`) or `SO_RCVBUF`.
     pub fn buffer_max(&self, send: bool) -> Option<u32> {
-        if send { self.sndbuf_max } else { self.rcvbuf_max }
+        if send {
+            self.sndbuf_max
+        } else {
+            self.rcvbuf_max
+        }
     }
 
     /// Refuses with `denial`: the audit hook sees it, and it is returned.
     pub(crate) fn deny(&self, fd: RawFd, denial: Denial) -> Denial {
         if let Some(hook) = &self.audit {
-            hook(&AuditEvent { fd, denial: &denial });
+            hook(&AuditEvent {
+                fd,
+                denial: &denial,
+            });
         }
         denial
     }
 
     /// Checks a use of `addr` against the address rules.
-    pub(crate) fn check_addr(&self, fd: RawFd, op: Op, usage: AddrUse, addr: SocketAddr) -> Result<(), Denial> {
+    pub(crate) fn check_addr(
+        &self,
+        fd: RawFd,
+        op: Op,
+        usage: AddrUse,
+        addr: SocketAddr,
+    ) -> Result<(), Denial> {
         match self.addr_verdict(usage, addr) {
             (Verdict::Allow, _) => Ok(()),
             (Verdict::Deny, index) => {
@@ -295,7 +313,13 @@ impl Policy {
     }
 
     /// Checks that a socket kind may be created or adopted.
-    pub(crate) fn check_kind(&self, fd: RawFd, domain: i32, ty: i32, protocol: i32) -> Result<SocketKind, Denial> {
+    pub(crate) fn check_kind(
+        &self,
+        fd: RawFd,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    ) -> Result<SocketKind, Denial> {
         let kind = SocketKind::from_parts(domain, ty);
         match kind {
             Some(k) if self.kind_allowed(k) => Ok(k),
@@ -308,7 +332,11 @@ impl Policy {
                     fd,
                     Denial {
                         op: Op::Socket,
-                        asked: crate::error::Asked::SocketKind { domain, ty, protocol },
+                        asked: crate::error::Asked::SocketKind {
+                            domain,
+                            ty,
+                            protocol,
+                        },
                         rule: crate::error::Rule::KindNotAllowed,
                         errno,
                     },

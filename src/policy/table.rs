@@ -106,7 +106,11 @@ use libc::{
 /// Every option hostsock knows, grouped by level and sorted by C name.
 pub static OPTIONS: &[OptRow] = &[
     // SOL_SOCKET
-    off(sized(rw(SOCK, libc::SO_BINDTODEVICE, "SO_BINDTODEVICE"), 0, NAME16)),
+    off(sized(
+        rw(SOCK, libc::SO_BINDTODEVICE, "SO_BINDTODEVICE"),
+        0,
+        NAME16,
+    )),
     rw(SOCK, libc::SO_BROADCAST, "SO_BROADCAST"),
     rw(SOCK, libc::SO_KEEPALIVE, "SO_KEEPALIVE"),
     sized(rw(SOCK, libc::SO_LINGER, "SO_LINGER"), LINGER, LINGER),
@@ -129,9 +133,15 @@ pub static OPTIONS: &[OptRow] = &[
     rw(SOCK, libc::SO_TIMESTAMP, "SO_TIMESTAMP"),
     rw(SOCK, libc::SO_TIMESTAMPNS, "SO_TIMESTAMPNS"),
     get_only(SOCK, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN"),
-    facade(get_only(SOCK, libc::SO_DOMAIN, "SO_DOMAIN"), Kind::FacadeKind),
+    facade(
+        get_only(SOCK, libc::SO_DOMAIN, "SO_DOMAIN"),
+        Kind::FacadeKind,
+    ),
     get_only(SOCK, libc::SO_ERROR, "SO_ERROR"),
-    facade(get_only(SOCK, libc::SO_PROTOCOL, "SO_PROTOCOL"), Kind::FacadeKind),
+    facade(
+        get_only(SOCK, libc::SO_PROTOCOL, "SO_PROTOCOL"),
+        Kind::FacadeKind,
+    ),
     facade(get_only(SOCK, libc::SO_TYPE, "SO_TYPE"), Kind::FacadeKind),
     // SOL_IP
     set_only(sized(
@@ -146,7 +156,11 @@ pub static OPTIONS: &[OptRow] = &[
     )),
     off(rw(IP, libc::IP_FREEBIND, "IP_FREEBIND")),
     rw(IP, libc::IP_MTU_DISCOVER, "IP_MTU_DISCOVER"),
-    sized(rw(IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF"), IN_ADDR, IP_MREQN),
+    sized(
+        rw(IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF"),
+        IN_ADDR,
+        IP_MREQN,
+    ),
     rw(IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP"),
     rw(IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL"),
     get_only(IP, libc::IP_MTU, "IP_MTU"),
@@ -241,8 +255,17 @@ mod tests {
 
     #[test]
     fn opt_in_rows_are_off_by_default() {
-        for name in ["SO_BINDTODEVICE", "SO_MARK", "SO_PRIORITY", "IP_TRANSPARENT", "IP_FREEBIND"] {
-            let r = OPTIONS.iter().find(|r| r.cname == name).map(|r| r.default_on);
+        for name in [
+            "SO_BINDTODEVICE",
+            "SO_MARK",
+            "SO_PRIORITY",
+            "IP_TRANSPARENT",
+            "IP_FREEBIND",
+        ] {
+            let r = OPTIONS
+                .iter()
+                .find(|r| r.cname == name)
+                .map(|r| r.default_on);
             assert_eq!(r, Some(false), "{name}");
         }
     }

@@ -87,11 +87,24 @@ pub(crate) fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
 }
 
 /// `getsockopt(2)` into `out`; returns the length the kernel reports.
-pub(crate) fn getsockopt(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, out: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn getsockopt(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    out: &mut [u8],
+) -> io::Result<usize> {
     let mut len = libc::socklen_t::try_from(out.len()).unwrap_or(libc::socklen_t::MAX);
     // SAFETY: `out` is valid for writes of `len` bytes (`len` is at most
     // `out.len()`), and `len` is a valid `socklen_t` the kernel updates.
-    let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, out.as_mut_ptr().cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            out.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -99,8 +112,14 @@ pub(crate) fn getsockopt(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_in
 }
 
 /// `setsockopt(2)` with `value` as the option bytes.
-pub(crate) fn setsockopt(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: &[u8]) -> io::Result<()> {
-    let len = libc::socklen_t::try_from(value.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+pub(crate) fn setsockopt(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &[u8],
+) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `value` is valid for reads of `len` bytes; the kernel only
     // reads them.
     let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, value.as_ptr().cast(), len) };

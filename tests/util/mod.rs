@@ -20,13 +20,23 @@ pub fn fd_flags(fd: RawFd) -> u32 {
 /// Asserts the fd is in non-blocking mode.
 pub fn assert_nonblocking(fd: &impl AsRawFd) {
     let flags = fd_flags(fd.as_raw_fd());
-    assert_ne!(flags & libc::O_NONBLOCK as u32, 0, "fd {} is blocking (flags {flags:o})", fd.as_raw_fd());
+    assert_ne!(
+        flags & libc::O_NONBLOCK as u32,
+        0,
+        "fd {} is blocking (flags {flags:o})",
+        fd.as_raw_fd()
+    );
 }
 
 /// Asserts the fd is close-on-exec.
 pub fn assert_cloexec(fd: &impl AsRawFd) {
     let flags = fd_flags(fd.as_raw_fd());
-    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "fd {} is not close-on-exec (flags {flags:o})", fd.as_raw_fd());
+    assert_ne!(
+        flags & libc::O_CLOEXEC as u32,
+        0,
+        "fd {} is not close-on-exec (flags {flags:o})",
+        fd.as_raw_fd()
+    );
 }
 
 /// Both of the above.
@@ -37,7 +47,9 @@ pub fn assert_nonblocking_cloexec(fd: &impl AsRawFd) {
 
 /// How many fds this process has open now.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
 }
 
 /// A loopback address on which nothing listens (connects are refused at
@@ -56,7 +68,8 @@ pub fn refused_addr() -> SocketAddr {
 pub fn full_backlog_listener() -> (socket2::Socket, SocketAddr, Vec<StdStream>) {
     use socket2::{Domain, Socket, Type};
     let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind");
     l.listen(0).expect("listen");
     let addr = l.local_addr().expect("local").as_socket().expect("inet");
     let mut fill = Vec::new();

@@ -1,0 +1,169 @@
+//! Guest sockaddr bytes: checked as Linux checks them, parsed for the
+//! address rules, and handed to the host as the guest wrote them.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use super::Errno;
+
+/// `sizeof(struct sockaddr_storage)`: the longest address Linux accepts.
+pub(crate) const MAX_LEN: usize = 128;
+/// `sizeof(struct sockaddr_in6)`: what longer addresses are cut to.
+pub(crate) const IN6_LEN: usize = 28;
+const IN_LEN: usize = 16;
+/// `SIN6_LEN_RFC2133`: an IPv6 address without the scope id.
+const IN6_MIN_LEN: usize = 24;
+
+/// What a guest sockaddr names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// An INET address (`AF_INET`, `AF_INET6`; `AF_UNSPEC` read as INET
+    /// where the kernel reads it so for bind).
+    Inet(SocketAddr),
+    /// `AF_UNSPEC` for connect: dissolve the association.
+    Unspec,
+    /// Another family: no INET socket can reach anything with it, so the
+    /// host gives its own errno.
+    Other,
+}
+
+/// Checks lengths as Linux does and parses the address. `bind` reads an
+/// `AF_UNSPEC` address as `AF_INET` (what `inet_bind` accepts for
+/// `INADDR_ANY`).
+pub(crate) fn parse(bytes: &[u8], for_bind: bool) -> Result<Parsed, Errno> {
+    if bytes.len() > MAX_LEN || bytes.len() < 2 {
+        return Err(Errno::EINVAL);
+    }
+    let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+    let port = |b: &[u8]| u16::from_be_bytes([b[2], b[3]]);
+    match family {
+        libc::AF_INET => v4(bytes, port),
+        libc::AF_UNSPEC if for_bind => v4(bytes, port),
+        libc::AF_UNSPEC => Ok(Parsed::Unspec),
+        libc::AF_INET6 => {
+            let b = bytes.get(..IN6_MIN_LEN).ok_or(Errno::EINVAL)?;
+            let flow = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&b[8..24]);
+            let scope = match bytes.get(24..28) {
+                Some(s) => u32::from_ne_bytes([s[0], s[1], s[2], s[3]]),
+                None => 0,
+            };
+            Ok(Parsed::Inet(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port(b),
+                flow,
+                scope,
+            ))))
+        }
+        _ => Ok(Parsed::Other),
+    }
+}
+
+fn v4(bytes: &[u8], port: impl Fn(&[u8]) -> u16) -> Result<Parsed, Errno> {
+    let b = bytes.get(..IN_LEN).ok_or(Errno::EINVAL)?;
+    let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+    Ok(Parsed::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port(b)))))
+}
+
+/// The bytes handed to the host: cut to `sizeof(sockaddr_in6)`.
+pub(crate) fn host_bytes(bytes: &[u8]) -> &[u8] {
+    &bytes[..bytes.len().min(IN6_LEN)]
+}
+
+/// A socket address as the kernel wrote it: up to 128 bytes, no heap.
+#[derive(Clone, Copy)]
+pub struct SockaddrBytes {
+    buf: [u8; MAX_LEN],
+    len: usize,
+}
+
+impl SockaddrBytes {
+    pub(crate) fn new(bytes: &[u8]) -> SockaddrBytes {
+        let mut buf = [0u8; MAX_LEN];
+        let len = bytes.len().min(MAX_LEN);
+        buf[..len].copy_from_slice(&bytes[..len]);
+        SockaddrBytes { buf, len }
+    }
+
+    /// The bytes (`sockaddr_in` or `sockaddr_in6`), as long as the kernel
+    /// said.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The address as a `SocketAddr`, if it is an INET one.
+    pub fn to_socket_addr(&self) -> Option<SocketAddr> {
+        match parse(self.as_bytes(), false) {
+            Ok(Parsed::Inet(a)) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SockaddrBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_socket_addr() {
+            Some(a) => write!(f, "SockaddrBytes({a})"),
+            None => write!(f, "SockaddrBytes({:?})", self.as_bytes()),
+        }
+    }
+}
+
+/// The guest-visible bytes of an INET address, as the kernel lays out
+/// `sockaddr_in`/`sockaddr_in6`.
+pub fn encode(addr: SocketAddr) -> SockaddrBytes {
+    let mut b = [0u8; IN6_LEN];
+    match addr {
+        SocketAddr::V4(a) => {
+            b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&a.port().to_be_bytes());
+            b[4..8].copy_from_slice(&a.ip().octets());
+            SockaddrBytes::new(&b[..IN_LEN])
+        }
+        SocketAddr::V6(a) => {
+            b[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&a.port().to_be_bytes());
+            b[4..8].copy_from_slice(&a.flowinfo().to_be_bytes());
+            b[8..24].copy_from_slice(&a.ip().octets());
+            b[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
+            SockaddrBytes::new(&b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_lengths() {
+        let a: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        let b = encode(a);
+        assert_eq!(b.as_bytes().len(), 16);
+        assert_eq!(parse(b.as_bytes(), false), Ok(Parsed::Inet(a)));
+        assert_eq!(parse(&b.as_bytes()[..15], false), Err(Errno::EINVAL));
+        let v6: SocketAddr = "[::1]:53".parse().unwrap();
+        let b6 = encode(v6);
+        assert_eq!(parse(b6.as_bytes(), false), Ok(Parsed::Inet(v6)));
+        assert_eq!(parse(&b6.as_bytes()[..24], false), Ok(Parsed::Inet(v6)));
+        assert_eq!(parse(&b6.as_bytes()[..23], false), Err(Errno::EINVAL));
+        assert_eq!(parse(&[0u8; 129], false), Err(Errno::EINVAL));
+        assert_eq!(parse(&[0u8; 1], false), Err(Errno::EINVAL));
+        assert_eq!(parse(&[0u8; 2], false), Ok(Parsed::Unspec));
+        let mut long = [0u8; 128];
+        long[..16].copy_from_slice(b.as_bytes());
+        assert_eq!(parse(&long, false), Ok(Parsed::Inet(a)));
+        assert_eq!(host_bytes(&long).len(), 28);
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic() {
+        for len in 0..=130usize {
+            for fill in [0u8, 0xff, 2, 10] {
+                let buf = vec![fill; len];
+                let _ = parse(&buf, false);
+                let _ = parse(&buf, true);
+            }
+        }
+    }
+}
