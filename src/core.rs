@@ -170,6 +170,12 @@ impl Core {
         self.fd.try_io(interest, once).map_err(Error::from)
     }
 
+    /// Runs `f` once now, whatever the reactor's readiness says (the raw
+    /// layer's non-blocking calls: one call, one syscall).
+    pub(crate) fn try_io_now<R>(&self, f: impl FnOnce(&Socket) -> io::Result<R>) -> io::Result<R> {
+        f(self.sock())
+    }
+
     /// Receive-side polling helper: waits for read readiness and runs `f`.
     pub(crate) fn poll_read_io<R>(
         &self,

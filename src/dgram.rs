@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::core::{Core, each_addr, first_addr, new_socket, to_inet};
 use crate::deadline::Dir;
 use crate::error::{Op, Result};
+use crate::opts;
 use crate::policy::{AddrUse, Policy};
 use crate::sys;
 
@@ -509,52 +510,52 @@ impl UdpSocket {
 
     /// Sets `SO_BROADCAST`.
     pub fn set_broadcast(&self, on: bool) -> Result<()> {
-        Ok(self.core.sock().set_broadcast(on)?)
+        self.set(opts::Broadcast, on)
     }
 
     /// Gets `SO_BROADCAST`.
     pub fn broadcast(&self) -> Result<bool> {
-        Ok(self.core.sock().broadcast()?)
+        self.get(opts::Broadcast)
     }
 
     /// Sets `IP_TTL` (IPv4).
     pub fn set_ttl(&self, ttl: u32) -> Result<()> {
-        Ok(self.core.sock().set_ttl_v4(ttl)?)
+        self.set(opts::IpTtl, ttl)
     }
 
     /// Gets `IP_TTL`.
     pub fn ttl(&self) -> Result<u32> {
-        Ok(self.core.sock().ttl_v4()?)
+        self.get(opts::IpTtl)
     }
 
     /// Sets `IP_MULTICAST_LOOP`.
     pub fn set_multicast_loop_v4(&self, on: bool) -> Result<()> {
-        Ok(self.core.sock().set_multicast_loop_v4(on)?)
+        self.set(opts::MulticastLoopV4, on)
     }
 
     /// Gets `IP_MULTICAST_LOOP`.
     pub fn multicast_loop_v4(&self) -> Result<bool> {
-        Ok(self.core.sock().multicast_loop_v4()?)
+        self.get(opts::MulticastLoopV4)
     }
 
     /// Sets `IP_MULTICAST_TTL`.
     pub fn set_multicast_ttl_v4(&self, ttl: u32) -> Result<()> {
-        Ok(self.core.sock().set_multicast_ttl_v4(ttl)?)
+        self.set(opts::MulticastTtlV4, ttl)
     }
 
     /// Gets `IP_MULTICAST_TTL`.
     pub fn multicast_ttl_v4(&self) -> Result<u32> {
-        Ok(self.core.sock().multicast_ttl_v4()?)
+        self.get(opts::MulticastTtlV4)
     }
 
     /// Sets `IPV6_MULTICAST_LOOP`.
     pub fn set_multicast_loop_v6(&self, on: bool) -> Result<()> {
-        Ok(self.core.sock().set_multicast_loop_v6(on)?)
+        self.set(opts::MulticastLoopV6, on)
     }
 
     /// Gets `IPV6_MULTICAST_LOOP`.
     pub fn multicast_loop_v6(&self) -> Result<bool> {
-        Ok(self.core.sock().multicast_loop_v6()?)
+        self.get(opts::MulticastLoopV6)
     }
 
     /// Joins the IPv4 multicast group `multiaddr` on the interface with
@@ -576,27 +577,48 @@ impl UdpSocket {
     /// }
     /// ```
     pub fn join_multicast_v4(&self, multiaddr: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
-        Ok(self.core.sock().join_multicast_v4(&multiaddr, &interface)?)
+        self.set(
+            opts::AddMembershipV4,
+            opts::MembershipV4 {
+                group: multiaddr,
+                interface,
+            },
+        )
     }
 
     /// Leaves an IPv4 multicast group; see
     /// [`join_multicast_v4`](UdpSocket::join_multicast_v4).
     pub fn leave_multicast_v4(&self, multiaddr: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
-        Ok(self
-            .core
-            .sock()
-            .leave_multicast_v4(&multiaddr, &interface)?)
+        self.set(
+            opts::DropMembershipV4,
+            opts::MembershipV4 {
+                group: multiaddr,
+                interface,
+            },
+        )
     }
 
     /// Joins the IPv6 multicast group `multiaddr` on interface index
     /// `interface` (0: the kernel chooses).
     pub fn join_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> Result<()> {
-        Ok(self.core.sock().join_multicast_v6(multiaddr, interface)?)
+        self.set(
+            opts::AddMembershipV6,
+            opts::MembershipV6 {
+                group: *multiaddr,
+                interface,
+            },
+        )
     }
 
     /// Leaves an IPv6 multicast group.
     pub fn leave_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> Result<()> {
-        Ok(self.core.sock().leave_multicast_v6(multiaddr, interface)?)
+        self.set(
+            opts::DropMembershipV6,
+            opts::MembershipV6 {
+                group: *multiaddr,
+                interface,
+            },
+        )
     }
 
     /// Sets the receive timeout, as `SO_RCVTIMEO` would, for every async
@@ -648,6 +670,18 @@ impl UdpSocket {
 }
 
 impl UdpSocket {
+    pub(crate) fn from_core(core: Core) -> UdpSocket {
+        UdpSocket { core }
+    }
+
+    pub(crate) fn into_core(self) -> Core {
+        self.core
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
     /// Checks a use of `addr` against the policy's address rules.
     fn check(&self, usage: AddrUse, op: Op, addr: SocketAddr) -> Result<()> {
         self.core

@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 use crate::core::{Core, each_addr, new_socket, to_inet};
 use crate::deadline::Dir;
 use crate::error::{Error, Op, Result};
+use crate::opts;
 use crate::policy::{AddrUse, Policy};
 use crate::stream::TcpStream;
 
@@ -114,6 +115,14 @@ impl TcpListener {
 
     pub(crate) fn from_core(core: Core) -> TcpListener {
         TcpListener { core }
+    }
+
+    pub(crate) fn into_core(self) -> Core {
+        self.core
+    }
+
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
     }
 
     /// Accepts a new connection, waiting for one if none is queued. The
@@ -365,12 +374,12 @@ impl TcpListener {
     /// }
     /// ```
     pub fn set_ttl(&self, ttl: u32) -> Result<()> {
-        Ok(self.core.sock().set_ttl_v4(ttl)?)
+        self.set(opts::IpTtl, ttl)
     }
 
     /// Gets `IP_TTL`. For more information, see [`set_ttl`](TcpListener::set_ttl).
     pub fn ttl(&self) -> Result<u32> {
-        Ok(self.core.sock().ttl_v4()?)
+        self.get(opts::IpTtl)
     }
 
     /// Sets the accept timeout, as `SO_RCVTIMEO` would: `accept` gives a

@@ -14,6 +14,7 @@ use crate::core::{Core, new_socket, to_inet};
 use crate::deadline::{Dir, Timeouts};
 use crate::error::Result;
 use crate::listener::TcpListener;
+use crate::opts;
 use crate::policy::{AddrUse, Policy, SocketKind};
 use crate::stream::{TcpStream, connect_core};
 
@@ -85,74 +86,74 @@ impl TcpSocket {
 
     /// Sets `SO_REUSEADDR`.
     pub fn set_reuseaddr(&self, reuse: bool) -> Result<()> {
-        Ok(self.sock.set_reuse_address(reuse)?)
+        self.set(opts::ReuseAddr, reuse)
     }
 
     /// Gets `SO_REUSEADDR`.
     pub fn reuseaddr(&self) -> Result<bool> {
-        Ok(self.sock.reuse_address()?)
+        self.get(opts::ReuseAddr)
     }
 
     /// Sets `SO_REUSEPORT`.
     pub fn set_reuseport(&self, reuse: bool) -> Result<()> {
-        Ok(self.sock.set_reuse_port(reuse)?)
+        self.set(opts::ReusePort, reuse)
     }
 
     /// Gets `SO_REUSEPORT`.
     pub fn reuseport(&self) -> Result<bool> {
-        Ok(self.sock.reuse_port()?)
+        self.get(opts::ReusePort)
     }
 
     /// Sets `SO_SNDBUF`. Linux doubles the value it is given (socket(7)),
     /// and [`send_buffer_size`](TcpSocket::send_buffer_size) reports the
     /// doubled value.
     pub fn set_send_buffer_size(&self, size: u32) -> Result<()> {
-        Ok(self.sock.set_send_buffer_size(size as usize)?)
+        self.set(opts::SendBuffer, i32::try_from(size).unwrap_or(i32::MAX))
     }
 
     /// Gets `SO_SNDBUF`.
     pub fn send_buffer_size(&self) -> Result<u32> {
-        Ok(u32::try_from(self.sock.send_buffer_size()?).unwrap_or(u32::MAX))
+        Ok(u32::try_from(self.get(opts::SendBuffer)?).unwrap_or(0))
     }
 
     /// Sets `SO_RCVBUF` (doubled by Linux, as `SO_SNDBUF`).
     pub fn set_recv_buffer_size(&self, size: u32) -> Result<()> {
-        Ok(self.sock.set_recv_buffer_size(size as usize)?)
+        self.set(opts::RecvBuffer, i32::try_from(size).unwrap_or(i32::MAX))
     }
 
     /// Gets `SO_RCVBUF`.
     pub fn recv_buffer_size(&self) -> Result<u32> {
-        Ok(u32::try_from(self.sock.recv_buffer_size()?).unwrap_or(u32::MAX))
+        Ok(u32::try_from(self.get(opts::RecvBuffer)?).unwrap_or(0))
     }
 
     /// Sets `SO_KEEPALIVE`.
     pub fn set_keepalive(&self, keepalive: bool) -> Result<()> {
-        Ok(self.sock.set_keepalive(keepalive)?)
+        self.set(opts::KeepAlive, keepalive)
     }
 
     /// Gets `SO_KEEPALIVE`.
     pub fn keepalive(&self) -> Result<bool> {
-        Ok(self.sock.keepalive()?)
+        self.get(opts::KeepAlive)
     }
 
     /// Sets `SO_LINGER`.
     pub fn set_linger(&self, dur: Option<Duration>) -> Result<()> {
-        Ok(self.sock.set_linger(dur)?)
+        self.set(opts::Linger, dur)
     }
 
     /// Gets `SO_LINGER`.
     pub fn linger(&self) -> Result<Option<Duration>> {
-        Ok(self.sock.linger()?)
+        self.get(opts::Linger)
     }
 
     /// Sets `TCP_NODELAY`.
     pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
-        Ok(self.sock.set_tcp_nodelay(nodelay)?)
+        self.set(opts::TcpNoDelay, nodelay)
     }
 
     /// Gets `TCP_NODELAY`.
     pub fn nodelay(&self) -> Result<bool> {
-        Ok(self.sock.tcp_nodelay()?)
+        self.get(opts::TcpNoDelay)
     }
 
     /// Sets the read timeout the stream or listener will have; see
@@ -248,6 +249,15 @@ impl TcpSocket {
         self.sock
             .listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         Ok(TcpListener::from_core(self.register()?))
+    }
+
+    pub(crate) fn target(&self) -> crate::sockopt::Target<'_> {
+        crate::sockopt::Target {
+            sock: &self.sock,
+            policy: &self.policy,
+            kind: self.kind,
+            timeouts: &self.timeouts,
+        }
     }
 
     fn register(self) -> Result<Core> {

@@ -5,10 +5,13 @@
 use std::io;
 use std::time::Duration;
 
+use socket2::Socket;
+
 use crate::core::Core;
-use crate::deadline::{Dir, Wait};
+use crate::deadline::{Dir, Timeouts, Wait};
 use crate::error::{Asked, Denial, Error, Op, Rule};
 use crate::policy::{OPTIONS, OptKind, OptRow, UnknownOpt};
+use crate::policy::{Policy, SocketKind};
 use crate::sys;
 
 /// setsockopt values longer than this are `EINVAL` (SPEC.md).
@@ -46,11 +49,54 @@ impl From<OptError> for Error {
     }
 }
 
+/// What an option call acts on: the host socket and the facade's record of
+/// it.
+#[derive(Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) sock: &'a Socket,
+    pub(crate) policy: &'a Policy,
+    pub(crate) kind: SocketKind,
+    pub(crate) timeouts: &'a Timeouts,
+}
+
+impl Target<'_> {
+    fn raw_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(self.sock)
+    }
+
+    fn sock(&self) -> &Socket {
+        self.sock
+    }
+
+    fn policy(&self) -> &Policy {
+        self.policy
+    }
+
+    fn kind(&self) -> SocketKind {
+        self.kind
+    }
+
+    fn timeouts(&self) -> &Timeouts {
+        self.timeouts
+    }
+}
+
+impl Core {
+    pub(crate) fn opt_target(&self) -> Target<'_> {
+        Target {
+            sock: self.sock(),
+            policy: self.policy(),
+            kind: self.kind(),
+            timeouts: self.timeouts(),
+        }
+    }
+}
+
 /// The table row for `(level, name)` if the policy allows it in this
 /// direction, `None` for an option outside the table (the caller applies
 /// the unknown-option mode), or the denial.
 fn allowed_row(
-    core: &Core,
+    core: Target<'_>,
     op: Op,
     level: i32,
     name: i32,
@@ -85,7 +131,7 @@ fn allowed_row(
     }
 }
 
-fn deny_unknown(core: &Core, op: Op, level: i32, name: i32, rule: Rule) -> OptError {
+fn deny_unknown(core: Target<'_>, op: Op, level: i32, name: i32, rule: Rule) -> OptError {
     OptError::Denied(core.policy().deny(
         core.raw_fd(),
         Denial {
@@ -99,7 +145,12 @@ fn deny_unknown(core: &Core, op: Op, level: i32, name: i32, rule: Rule) -> OptEr
 
 /// getsockopt: fills `out` (the guest's buffer; its length is the guest's
 /// optlen) and returns the length Linux would report.
-pub(crate) fn get(core: &Core, level: i32, name: i32, out: &mut [u8]) -> Result<usize, OptError> {
+pub(crate) fn get(
+    core: Target<'_>,
+    level: i32,
+    name: i32,
+    out: &mut [u8],
+) -> Result<usize, OptError> {
     let row = match allowed_row(core, Op::GetOpt, level, name, false)? {
         Some(row) => row,
         None => {
@@ -145,7 +196,7 @@ pub(crate) fn get(core: &Core, level: i32, name: i32, out: &mut [u8]) -> Result<
 }
 
 /// setsockopt with `value` as the guest's bytes (its length is optlen).
-pub(crate) fn set(core: &Core, level: i32, name: i32, value: &[u8]) -> Result<(), OptError> {
+pub(crate) fn set(core: Target<'_>, level: i32, name: i32, value: &[u8]) -> Result<(), OptError> {
     if value.len() > MAX_OPTLEN {
         return Err(OptError::Errno(libc::EINVAL));
     }

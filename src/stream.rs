@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::core::{Core, each_addr, new_socket};
 use crate::deadline::{self, Dir, PollTimer};
 use crate::error::{Error, Op, Result};
+use crate::opts;
 use crate::policy::{AddrUse, Policy};
 use crate::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::sys;
@@ -67,6 +68,10 @@ impl TcpStream {
 
     pub(crate) fn core(&self) -> &Core {
         &self.core
+    }
+
+    pub(crate) fn into_core(self) -> Core {
+        self.core
     }
 
     /// Opens a connection to `addr`. If it resolves to several addresses,
@@ -498,35 +503,35 @@ impl TcpStream {
     /// }
     /// ```
     pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
-        Ok(self.core.sock().set_tcp_nodelay(nodelay)?)
+        self.set(opts::TcpNoDelay, nodelay)
     }
 
     /// Gets `TCP_NODELAY`. For more information, see
     /// [`set_nodelay`](TcpStream::set_nodelay).
     pub fn nodelay(&self) -> Result<bool> {
-        Ok(self.core.sock().tcp_nodelay()?)
+        self.get(opts::TcpNoDelay)
     }
 
     /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes close reset the
     /// connection.
     pub fn set_linger(&self, dur: Option<Duration>) -> Result<()> {
-        Ok(self.core.sock().set_linger(dur)?)
+        self.set(opts::Linger, dur)
     }
 
     /// Gets `SO_LINGER`. For more information, see
     /// [`set_linger`](TcpStream::set_linger).
     pub fn linger(&self) -> Result<Option<Duration>> {
-        Ok(self.core.sock().linger()?)
+        self.get(opts::Linger)
     }
 
     /// Sets `IP_TTL` (IPv4 streams).
     pub fn set_ttl(&self, ttl: u32) -> Result<()> {
-        Ok(self.core.sock().set_ttl_v4(ttl)?)
+        self.set(opts::IpTtl, ttl)
     }
 
     /// Gets `IP_TTL`. For more information, see [`set_ttl`](TcpStream::set_ttl).
     pub fn ttl(&self) -> Result<u32> {
-        Ok(self.core.sock().ttl_v4()?)
+        self.get(opts::IpTtl)
     }
 
     /// Sets the read timeout, as `SO_RCVTIMEO` would: every read, peek and

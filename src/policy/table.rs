@@ -184,6 +184,9 @@ pub static OPTIONS: &[OptRow] = &[
         IPV6_MREQ,
     )),
     rw(IPV6, libc::IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS"),
+    // Not in SPEC.md's list; kept because tokio::net's
+    // `set_multicast_loop_v6` is part of the drop-in subset.
+    rw(IPV6, libc::IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP"),
     rw(IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR"),
     rw(IPV6, libc::IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT"),
     rw(IPV6, libc::IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR"),

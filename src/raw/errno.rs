@@ -44,13 +44,52 @@ macro_rules! errnos {
 // EAGAIN and EWOULDBLOCK are the same value on Linux: EAGAIN is listed, so
 // `name()` gives "EAGAIN"; ENOTSUP is EOPNOTSUPP.
 errnos!(
-    EPERM, ENOENT, EINTR, EIO, EBADF, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY,
-    EEXIST, ENODEV, EINVAL, ENFILE, EMFILE, ENOTTY, EPIPE, EDOM, ERANGE,
-    ENOTSOCK, EDESTADDRREQ, EMSGSIZE, EPROTOTYPE, ENOPROTOOPT, EPROTONOSUPPORT,
-    ESOCKTNOSUPPORT, EOPNOTSUPP, EPFNOSUPPORT, EAFNOSUPPORT, EADDRINUSE,
-    EADDRNOTAVAIL, ENETDOWN, ENETUNREACH, ENETRESET, ECONNABORTED, ECONNRESET,
-    ENOBUFS, EISCONN, ENOTCONN, ESHUTDOWN, ETIMEDOUT, ECONNREFUSED, EHOSTDOWN,
-    EHOSTUNREACH, EALREADY, EINPROGRESS,
+    EPERM,
+    ENOENT,
+    EINTR,
+    EIO,
+    EBADF,
+    EAGAIN,
+    ENOMEM,
+    EACCES,
+    EFAULT,
+    EBUSY,
+    EEXIST,
+    ENODEV,
+    EINVAL,
+    ENFILE,
+    EMFILE,
+    ENOTTY,
+    EPIPE,
+    EDOM,
+    ERANGE,
+    ENOTSOCK,
+    EDESTADDRREQ,
+    EMSGSIZE,
+    EPROTOTYPE,
+    ENOPROTOOPT,
+    EPROTONOSUPPORT,
+    ESOCKTNOSUPPORT,
+    EOPNOTSUPP,
+    EPFNOSUPPORT,
+    EAFNOSUPPORT,
+    EADDRINUSE,
+    EADDRNOTAVAIL,
+    ENETDOWN,
+    ENETUNREACH,
+    ENETRESET,
+    ECONNABORTED,
+    ECONNRESET,
+    ENOBUFS,
+    EISCONN,
+    ENOTCONN,
+    ESHUTDOWN,
+    ETIMEDOUT,
+    ECONNREFUSED,
+    EHOSTDOWN,
+    EHOSTUNREACH,
+    EALREADY,
+    EINPROGRESS,
 );
 
 impl Errno {
@@ -77,7 +116,12 @@ impl fmt::Debug for Errno {
 
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", io::Error::from_raw_os_error(self.0), self.name())
+        write!(
+            f,
+            "{} ({})",
+            io::Error::from_raw_os_error(self.0),
+            self.name()
+        )
     }
 }
 

@@ -172,3 +172,50 @@ pub(crate) fn fd_status_flags(fd: &impl AsRawFd) -> io::Result<libc::c_int> {
     }
     Ok(rc)
 }
+
+/// `connect(2)` with the caller's sockaddr bytes as they are.
+pub(crate) fn connect_bytes(fd: &impl AsRawFd, addr: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(addr.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `addr` is valid for reads of `len` bytes; the kernel copies
+    // them (copy_from_user: no alignment is required of the buffer).
+    let rc = unsafe { libc::connect(fd.as_raw_fd(), addr.as_ptr().cast(), len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `bind(2)` with the caller's sockaddr bytes as they are.
+pub(crate) fn bind_bytes(fd: &impl AsRawFd, addr: &[u8]) -> io::Result<()> {
+    let len = libc::socklen_t::try_from(addr.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: as in `connect_bytes`.
+    let rc = unsafe { libc::bind(fd.as_raw_fd(), addr.as_ptr().cast(), len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `getsockname(2)` (`peer == false`) or `getpeername(2)` into a 128-byte
+/// buffer; returns the buffer and the length the kernel reports (capped at
+/// the buffer).
+pub(crate) fn sockname(fd: &impl AsRawFd, peer: bool) -> io::Result<([u8; 128], usize)> {
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as libc::socklen_t;
+    let ptr = buf.as_mut_ptr().cast::<libc::sockaddr>();
+    // SAFETY: `buf` is valid for writes of `len` bytes, and `len` is a
+    // valid `socklen_t` the kernel updates.
+    let rc = unsafe {
+        if peer {
+            libc::getpeername(fd.as_raw_fd(), ptr, &mut len)
+        } else {
+            libc::getsockname(fd.as_raw_fd(), ptr, &mut len)
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((buf, usize::try_from(len).unwrap_or(0).min(buf.len())))
+}

@@ -1,0 +1,501 @@
+//! The errno-faithful layer for sandbox runtimes.
+//!
+//! A runtime that serves an untrusted guest's socket calls (a gVisor-like
+//! sentry, a WASI host, a seccomp-unotify supervisor) calls [`RawSocket`]
+//! with the guest's integers and bytes and gets back exactly what it must
+//! answer: a value, or an [`Errno`].
+//!
+//! # The contract
+//!
+//! * One call maps to one host syscall. Nothing is retried, normalised or
+//!   swallowed, except what SPEC.md lists: blocking (the host fd is always
+//!   non-blocking; a blocking guest call waits on tokio), the socket's
+//!   `SO_RCVTIMEO`/`SO_SNDTIMEO` (kept by the facade; expiry is `EAGAIN`,
+//!   `EINPROGRESS` for connect), `SO_TYPE`/`SO_DOMAIN`/`SO_PROTOCOL`
+//!   (answered from the socket's record), and `EALREADY` during a blocking
+//!   connect (treated as still in progress, as Linux does).
+//! * For an allowed call, the answer is the host kernel's: the same errno,
+//!   the same bytes, the same lengths. The policy only decides *whether* a
+//!   call may pass.
+//! * What the policy refuses never reaches the kernel and gives a fixed
+//!   errno: an unknown family `EAFNOSUPPORT`, an unsupported type
+//!   `ESOCKTNOSUPPORT`, a wrong protocol `EPROTONOSUPPORT`, unknown bits in
+//!   the type `EINVAL`; an option outside the table or turned off
+//!   `ENOPROTOOPT`; a denied address `ECONNREFUSED` (`EACCES` for bind).
+//! * Sockaddr bytes are checked as Linux checks them: longer than 128 bytes
+//!   `EINVAL`, shorter than the family needs `EINVAL`; bytes past
+//!   `sizeof(sockaddr_in6)` are cut off before the host sees them.
+//!
+//! # Examples
+//!
+//! ```
+//! use hostsock::Policy;
+//! use hostsock::raw::{Errno, RawSocket};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Errno> {
+//!     let policy = Policy::shared_default();
+//!     let sock = RawSocket::new(policy, libc::AF_INET, libc::SOCK_STREAM, 0)?;
+//!     // An option outside the table: ENOPROTOOPT, and the kernel never sees it.
+//!     let err = sock.setsockopt(libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &[0; 16]);
+//!     assert_eq!(err, Err(Errno::ENOPROTOOPT));
+//!     // An allowed one passes through: the host's answer comes back.
+//!     sock.setsockopt(libc::IPPROTO_TCP, libc::TCP_NODELAY, &1i32.to_ne_bytes())?;
+//!     let mut out = [0u8; 4];
+//!     assert_eq!(sock.getsockopt(libc::IPPROTO_TCP, libc::TCP_NODELAY, &mut out)?, 4);
+//!     assert_eq!(i32::from_ne_bytes(out), 1);
+//!     Ok(())
+//! }
+//! ```
+
+mod errno;
+mod sockaddr;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::time::Instant;
+
+pub use errno::Errno;
+pub use sockaddr::{SockaddrBytes, encode as encode_sockaddr};
+
+use crate::core::Core;
+use crate::deadline::{self, Dir};
+use crate::error::{Error, Op};
+use crate::listener::{TcpListener, accept_allowed};
+use crate::policy::{AddrUse, Policy, SocketKind};
+use crate::stream::TcpStream;
+use crate::{UdpSocket, sockopt, sys};
+use sockaddr::Parsed;
+
+/// A host socket driven by a guest's raw calls; see the [module
+/// docs](self) for the contract.
+#[derive(Debug)]
+pub struct RawSocket {
+    core: Core,
+    /// The guest's view of `O_NONBLOCK` (the host fd is always
+    /// non-blocking).
+    nonblocking: AtomicBool,
+}
+
+fn errno(e: Error) -> Errno {
+    Errno::new(e.errno())
+}
+
+impl RawSocket {
+    /// `socket(2)`: a host socket of the kind asked for, if the policy
+    /// allows it. `SOCK_NONBLOCK` in `ty` sets the guest's view
+    /// ([`nonblocking`](RawSocket::nonblocking)); `SOCK_CLOEXEC` is
+    /// accepted; the host fd is always both.
+    ///
+    /// # Errors
+    ///
+    /// `EAFNOSUPPORT` for a family other than `AF_INET`/`AF_INET6`,
+    /// `EINVAL` for unknown bits in `ty`, `ESOCKTNOSUPPORT` for a type
+    /// other than `SOCK_STREAM`/`SOCK_DGRAM` (or a kind the policy refuses),
+    /// `EPROTONOSUPPORT` for a protocol that does not fit the type; the
+    /// host's errno (`EMFILE`, `ENOBUFS`, ...) otherwise.
+    pub fn new(
+        policy: Arc<Policy>,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+    ) -> Result<RawSocket, Errno> {
+        if domain != libc::AF_INET && domain != libc::AF_INET6 {
+            return Err(Errno::EAFNOSUPPORT);
+        }
+        let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        if base & !0xf != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let want = match base {
+            libc::SOCK_STREAM => libc::IPPROTO_TCP,
+            libc::SOCK_DGRAM => libc::IPPROTO_UDP,
+            _ => return Err(Errno::ESOCKTNOSUPPORT),
+        };
+        if protocol != 0 && protocol != want {
+            return Err(Errno::EPROTONOSUPPORT);
+        }
+        let kind = policy
+            .check_kind(-1, domain, base, want)
+            .map_err(|d| Errno::new(d.errno))?;
+        let sock = Socket::new(
+            domain.into(),
+            socket2::Type::from(base).nonblocking().cloexec(),
+            Some(want.into()),
+        )?;
+        let core = Core::registered(sock, policy, kind).map_err(errno)?;
+        Ok(RawSocket::from_core(core, flags & libc::SOCK_NONBLOCK != 0))
+    }
+
+    /// Adopts a host socket obtained elsewhere (for example taken from a
+    /// guest with `pidfd_getfd`). It must be an INET stream or datagram
+    /// socket of a kind the policy allows. The guest's view of
+    /// `O_NONBLOCK` is what the fd had; the host fd is made non-blocking
+    /// and close-on-exec.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTSOCK` if the fd is not a socket; `EAFNOSUPPORT` or
+    /// `ESOCKTNOSUPPORT` if it is a kind the policy refuses.
+    pub fn from_fd(fd: OwnedFd, policy: Arc<Policy>) -> Result<RawSocket, Errno> {
+        let was_nonblocking = sys::fd_status_flags(&fd)? & libc::O_NONBLOCK != 0;
+        let sock = Socket::from(fd);
+        let core = Core::adopt(sock, policy, None).map_err(errno)?;
+        Ok(RawSocket::from_core(core, was_nonblocking))
+    }
+
+    pub(crate) fn from_core(core: Core, nonblocking: bool) -> RawSocket {
+        RawSocket {
+            core,
+            nonblocking: AtomicBool::new(nonblocking),
+        }
+    }
+
+    /// The guest's view of `O_NONBLOCK`.
+    pub fn nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+
+    /// Sets the guest's view of `O_NONBLOCK` (what `fcntl(F_SETFL)` or
+    /// `FIONBIO` would change); the host fd stays non-blocking.
+    pub fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.store(on, Ordering::Relaxed);
+    }
+
+    /// The socket's kind.
+    pub fn kind(&self) -> SocketKind {
+        self.core.kind()
+    }
+
+    /// The policy this socket's calls are checked against.
+    pub fn policy(&self) -> &Arc<Policy> {
+        self.core.policy()
+    }
+
+    fn check_addr(
+        &self,
+        op: Op,
+        usage: AddrUse,
+        bytes: &[u8],
+        for_bind: bool,
+    ) -> Result<(), Errno> {
+        if let Parsed::Inet(addr) = sockaddr::parse(bytes, for_bind)? {
+            self.core
+                .policy()
+                .check_addr(self.core.raw_fd(), op, usage, addr)
+                .map_err(|d| Errno::new(d.errno))?;
+        }
+        Ok(())
+    }
+
+    /// `bind(2)`. The address is checked against the `Bind` rules
+    /// (`EACCES` when denied).
+    pub fn bind(&self, addr: &[u8]) -> Result<(), Errno> {
+        self.check_addr(Op::Bind, AddrUse::Bind, addr, true)?;
+        Ok(sys::bind_bytes(
+            self.core.sock(),
+            sockaddr::host_bytes(addr),
+        )?)
+    }
+
+    /// `listen(2)`; the backlog is passed through (the host clamps it).
+    pub fn listen(&self, backlog: i32) -> Result<(), Errno> {
+        Ok(self.core.sock().listen(backlog)?)
+    }
+
+    /// `connect(2)`. A non-blocking call gives the host's answer at once
+    /// (`EINPROGRESS` included). A blocking call waits for the handshake,
+    /// bounded by the send timeout (`SO_SNDTIMEO`; expiry `EINPROGRESS`),
+    /// and answers the host's `SO_ERROR`. The address is checked against
+    /// the `Connect` rules (`ECONNREFUSED` when denied); `AF_UNSPEC`
+    /// dissolves a datagram socket's association, as in Linux.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the wait; the connection attempt goes
+    /// on in the kernel, as it does for a guest interrupted by a signal.
+    pub async fn connect(&self, addr: &[u8], nonblocking: bool) -> Result<(), Errno> {
+        self.connect_deadline(addr, nonblocking, None).await
+    }
+
+    /// [`connect`](RawSocket::connect) with a deadline for the blocking
+    /// wait (the earlier of it and the send timeout applies).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`connect`](RawSocket::connect).
+    pub async fn connect_deadline(
+        &self,
+        addr: &[u8],
+        nonblocking: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), Errno> {
+        self.check_addr(Op::Connect, AddrUse::Connect, addr, false)?;
+        let first = sys::connect_bytes(self.core.sock(), sockaddr::host_bytes(addr));
+        let code = match first {
+            Ok(()) => return Ok(()),
+            Err(e) => Errno::from_io(&e),
+        };
+        let pending = code == Errno::EINPROGRESS || code == Errno::EALREADY;
+        if nonblocking || !pending {
+            return Err(code);
+        }
+        let at = self.core.timeouts().deadline(Dir::Write, deadline);
+        let core = &self.core;
+        deadline::run(at, Op::Connect, async {
+            loop {
+                let mut guard = core.async_fd().writable().await?;
+                if let Some(e) = core.sock().take_error()? {
+                    return Err(Error::from(e));
+                }
+                match core.sock().peer_addr() {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => guard.clear_ready(),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
+        .await
+        .map_err(errno)
+    }
+
+    /// `accept(2)`; see [`accept4`](RawSocket::accept4).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: no connection is taken off the queue
+    /// unless it is returned.
+    pub async fn accept(&self, nonblocking: bool) -> Result<(RawSocket, SockaddrBytes), Errno> {
+        self.accept4(nonblocking, 0).await
+    }
+
+    /// `accept4(2)`. The host call is always
+    /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`; the guest's `flags` only
+    /// shape its view of the new socket (other bits: `EINVAL`). A blocking
+    /// call waits, bounded by the receive timeout (expiry `EAGAIN`). A peer
+    /// the `AcceptPeer` rules refuse is reset and never handed out.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn accept4(
+        &self,
+        nonblocking: bool,
+        flags: i32,
+    ) -> Result<(RawSocket, SockaddrBytes), Errno> {
+        if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let policy = self.core.policy();
+        let (sock, peer) = if nonblocking {
+            self.core
+                .try_io_now(|s| accept_allowed(s, policy))
+                .map_err(|e| Errno::from_io(&e))?
+        } else {
+            self.core
+                .io(Interest::READABLE, Dir::Read, Op::Accept, None, |s| {
+                    accept_allowed(s, policy)
+                })
+                .await
+                .map_err(errno)?
+        };
+        let core = Core::registered(sock, policy.clone(), self.core.kind()).map_err(errno)?;
+        core.timeouts().copy_from(self.core.timeouts());
+        Ok((
+            RawSocket::from_core(core, flags & libc::SOCK_NONBLOCK != 0),
+            sockaddr::encode(peer),
+        ))
+    }
+
+    /// `shutdown(2)`. `how` other than `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR` is
+    /// `EINVAL`. After `SHUT_RD`, a blocking receive with nothing queued
+    /// returns 0 at once.
+    pub fn shutdown(&self, how: i32) -> Result<(), Errno> {
+        let how = match how {
+            libc::SHUT_RD => std::net::Shutdown::Read,
+            libc::SHUT_WR => std::net::Shutdown::Write,
+            libc::SHUT_RDWR => std::net::Shutdown::Both,
+            _ => return Err(Errno::EINVAL),
+        };
+        self.core.shutdown(how).map_err(errno)
+    }
+
+    /// `getsockname(2)`: the bytes the host gives.
+    pub fn getsockname(&self) -> Result<SockaddrBytes, Errno> {
+        let (buf, len) = sys::sockname(self.core.sock(), false)?;
+        Ok(SockaddrBytes::new(&buf[..len]))
+    }
+
+    /// `getpeername(2)`: the bytes the host gives (`ENOTCONN` when not
+    /// connected).
+    pub fn getpeername(&self) -> Result<SockaddrBytes, Errno> {
+        let (buf, len) = sys::sockname(self.core.sock(), true)?;
+        Ok(SockaddrBytes::new(&buf[..len]))
+    }
+
+    /// `getsockopt(2)`: `out`'s length is the guest's optlen. Returns the
+    /// length Linux reports; short buffers truncate where Linux truncates
+    /// (the host answers, with the guest's length capped at the option's
+    /// size).
+    ///
+    /// # Errors
+    ///
+    /// `ENOPROTOOPT` for an option outside the table, turned off by the
+    /// policy, or set-only; the host's errno otherwise.
+    pub fn getsockopt(&self, level: i32, name: i32, out: &mut [u8]) -> Result<usize, Errno> {
+        sockopt::get(self.core.opt_target(), level, name, out).map_err(|e| Errno::new(e.errno()))
+    }
+
+    /// `setsockopt(2)`: `value`'s length is the guest's optlen.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a value shorter than the option or longer than 32 KiB;
+    /// `ENOPROTOOPT` for an option turned off or get-only, or outside the
+    /// table when the policy rejects unknown options; `EDOM` for a timeout
+    /// with `usec` outside `0..1_000_000`; the host's errno otherwise.
+    pub fn setsockopt(&self, level: i32, name: i32, value: &[u8]) -> Result<(), Errno> {
+        sockopt::set(self.core.opt_target(), level, name, value).map_err(|e| Errno::new(e.errno()))
+    }
+
+    /// `ioctl(2)` for `TIOCINQ`/`FIONREAD`, `TIOCOUTQ` and `SIOCATMARK`
+    /// (the host's answer); anything else is `ENOTTY`.
+    pub fn ioctl(&self, request: u64) -> Result<i32, Errno> {
+        let request = libc::c_ulong::try_from(request).map_err(|_| Errno::ENOTTY)?;
+        Ok(sys::ioctl_int(self.core.sock(), request)?)
+    }
+
+    /// The `poll(2)` events of `mask` that hold now (`POLLERR`/`POLLHUP`
+    /// are always reported, as poll does).
+    pub fn poll(&self, mask: i16) -> Result<i16, Errno> {
+        Ok(sys::poll_now(self.core.sock(), mask)?)
+    }
+
+    /// Waits until one of the events in `mask` (or `POLLERR`/`POLLHUP`)
+    /// holds and returns them; `EAGAIN` when `deadline` passes first.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn wait(&self, mask: i16, deadline: Option<Instant>) -> Result<i16, Errno> {
+        let mut interest = Interest::ERROR;
+        if mask & (libc::POLLIN | libc::POLLRDNORM) != 0 {
+            interest = interest.add(Interest::READABLE);
+        }
+        if mask & (libc::POLLOUT | libc::POLLWRNORM) != 0 {
+            interest = interest.add(Interest::WRITABLE);
+        }
+        if mask & libc::POLLPRI != 0 {
+            interest = interest.add(Interest::PRIORITY);
+        }
+        let core = &self.core;
+        deadline::run(deadline, Op::Ready, async {
+            loop {
+                let revents = sys::poll_now(core.sock(), mask)?;
+                if revents != 0 {
+                    return Ok(revents);
+                }
+                let mut guard = core.async_fd().ready(interest).await?;
+                if sys::poll_now(core.sock(), mask)? == 0 {
+                    guard.clear_ready();
+                }
+            }
+        })
+        .await
+        .map_err(errno)
+    }
+
+    /// The host fd (still owned by this socket).
+    pub fn host_fd(&self) -> RawFd {
+        self.core.raw_fd()
+    }
+
+    pub(crate) fn into_core(self) -> Core {
+        self.core
+    }
+}
+
+impl AsFd for RawSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.core.as_fd()
+    }
+}
+
+impl AsRawFd for RawSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.core.as_raw_fd()
+    }
+}
+
+impl From<TcpStream> for RawSocket {
+    fn from(s: TcpStream) -> RawSocket {
+        RawSocket::from_core(s.into_core(), false)
+    }
+}
+
+impl From<TcpListener> for RawSocket {
+    fn from(s: TcpListener) -> RawSocket {
+        RawSocket::from_core(s.into_core(), false)
+    }
+}
+
+impl From<UdpSocket> for RawSocket {
+    fn from(s: UdpSocket) -> RawSocket {
+        RawSocket::from_core(s.into_core(), false)
+    }
+}
+
+/// A [`RawSocket`] that is not of the type a conversion needs; it gives
+/// the socket back.
+#[derive(Debug)]
+pub struct WrongKind(pub RawSocket);
+
+impl std::fmt::Display for WrongKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the raw socket is a {:?} socket", self.0.kind())
+    }
+}
+
+impl std::error::Error for WrongKind {}
+
+fn is_stream(s: &RawSocket) -> bool {
+    matches!(s.kind(), SocketKind::TcpV4 | SocketKind::TcpV6)
+}
+
+impl TryFrom<RawSocket> for TcpStream {
+    type Error = WrongKind;
+
+    fn try_from(s: RawSocket) -> Result<TcpStream, WrongKind> {
+        if !is_stream(&s) {
+            return Err(WrongKind(s));
+        }
+        Ok(TcpStream::from_core(s.into_core()))
+    }
+}
+
+impl TryFrom<RawSocket> for TcpListener {
+    type Error = WrongKind;
+
+    fn try_from(s: RawSocket) -> Result<TcpListener, WrongKind> {
+        if !is_stream(&s) {
+            return Err(WrongKind(s));
+        }
+        Ok(TcpListener::from_core(s.into_core()))
+    }
+}
+
+impl TryFrom<RawSocket> for UdpSocket {
+    type Error = WrongKind;
+
+    fn try_from(s: RawSocket) -> Result<UdpSocket, WrongKind> {
+        if is_stream(&s) {
+            return Err(WrongKind(s));
+        }
+        Ok(UdpSocket::from_core(s.into_core()))
+    }
+}
