@@ -6,11 +6,19 @@
 //! learns of an ICMP port unreachable instead of hanging, and the errno each
 //! error carries.
 //!
+//! It ends with the guard rail: a policy that refuses an address and an
+//! option, `TCP_INFO` read as a typed struct, and the raw layer answering a
+//! guest's calls with Linux errno values.
+//!
 //! Run it with: `cargo run --example tour`
 
 use std::time::Duration;
 
-use hostsock::{TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+
+use hostsock::policy::{AddrRule, AddrUse, Cidr, Verdict};
+use hostsock::raw::{RawSocket, encode_sockaddr};
+use hostsock::{Policy, TcpListener, TcpStream, UdpSocket, opts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -22,6 +30,7 @@ async fn main() -> hostsock::Result<()> {
     udp_exchange().await?;
     deadlines().await?;
     icmp_error().await?;
+    policy_and_raw().await?;
 
     println!("\nThe tour is over.");
     Ok(())
@@ -153,5 +162,57 @@ async fn icmp_error() -> hostsock::Result<()> {
         ),
         other => println!("   unexpected: {other:?}"),
     }
+    Ok(())
+}
+
+/// A policy refusing an address and an option, `TCP_INFO`, and the raw
+/// layer's errno answers.
+async fn policy_and_raw() -> hostsock::Result<()> {
+    println!("\n5. The policy, TCP_INFO and the raw layer");
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+
+    let guarded = Policy::builder()
+        .addr_rule(
+            AddrRule::new(Verdict::Deny, Cidr::from(addr.ip()), &[AddrUse::Connect])
+                .ports(addr.port(), addr.port()),
+        )
+        .deny_option(libc::IPPROTO_TCP, libc::TCP_CORK)
+        .audit(|event| println!("   (audit hook) {}", event.denial))
+        .build();
+    let guarded = Arc::new(guarded);
+    match TcpStream::connect_with(addr, guarded.clone(), None).await {
+        Err(e) => println!(
+            "   a connect the policy denies never reaches the kernel: \"{e}\" (errno {})",
+            e.errno()
+        ),
+        Ok(_) => println!("   unexpected: the denied connect went through"),
+    }
+
+    let stream = TcpStream::connect(addr).await?;
+    let (_server, _) = listener.accept().await?;
+    stream.set(opts::TcpNoDelay, true)?;
+    let info = stream.tcp_info()?;
+    println!(
+        "   TCP_INFO of a fresh connection: state {:?}, rtt {} us, cwnd {} segments, mss {}",
+        info.state(),
+        info.rtt_us,
+        info.snd_cwnd,
+        info.snd_mss
+    );
+
+    let raw = RawSocket::new(guarded, libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    let cork = raw.setsockopt(libc::IPPROTO_TCP, libc::TCP_CORK, &1i32.to_ne_bytes());
+    println!("   raw setsockopt(TCP_CORK), turned off by the policy: {cork:?}");
+    let filter = raw.setsockopt(libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &[0u8; 16]);
+    println!("   raw setsockopt(SO_ATTACH_FILTER), never allowed: {filter:?}");
+    let short = raw.bind(&encode_sockaddr(addr).as_bytes()[..10]);
+    println!("   raw bind with a 10-byte sockaddr_in: {short:?}");
+    let mut out = [0u8; 4];
+    let n = raw.getsockopt(libc::SOL_SOCKET, libc::SO_TYPE, &mut out)?;
+    println!(
+        "   raw getsockopt(SO_TYPE) answered by the facade: {} ({n} bytes)",
+        i32::from_ne_bytes(out)
+    );
     Ok(())
 }

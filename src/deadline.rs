@@ -29,7 +29,7 @@ pub(crate) enum Wait {
     /// No timeout (`{0, 0}` in a `timeval`).
     Forever,
     /// Do not wait at all (a negative `timeval`, as Linux reads it).
-    DontWait,
+    Never,
     /// Wait at most this long.
     For(Duration),
 }
@@ -56,7 +56,7 @@ impl Timeouts {
     pub(crate) fn wait(&self, dir: Dir) -> Wait {
         match self.slot(dir).load(Ordering::Relaxed) {
             FOREVER => Wait::Forever,
-            DONT_WAIT => Wait::DontWait,
+            DONT_WAIT => Wait::Never,
             n => Wait::For(Duration::from_nanos(n)),
         }
     }
@@ -64,7 +64,7 @@ impl Timeouts {
     pub(crate) fn set_wait(&self, dir: Dir, wait: Wait) {
         let nanos = match wait {
             Wait::Forever => FOREVER,
-            Wait::DontWait => DONT_WAIT,
+            Wait::Never => DONT_WAIT,
             Wait::For(d) if d.is_zero() => FOREVER,
             // Longer than about 584 years: kept as the longest we store.
             Wait::For(d) => u64::try_from(d.as_nanos())
@@ -79,7 +79,7 @@ impl Timeouts {
     pub(crate) fn get(&self, dir: Dir) -> Option<Duration> {
         match self.wait(dir) {
             Wait::Forever => None,
-            Wait::DontWait => Some(Duration::ZERO),
+            Wait::Never => Some(Duration::ZERO),
             Wait::For(d) => Some(d),
         }
     }
@@ -116,7 +116,7 @@ impl Timeouts {
     pub(crate) fn deadline(&self, dir: Dir, call: Option<Instant>) -> Option<Instant> {
         let from_timeout = match self.wait(dir) {
             Wait::Forever => None,
-            Wait::DontWait => Some(Instant::now()),
+            Wait::Never => Some(Instant::now()),
             Wait::For(t) => Instant::now().checked_add(t),
         };
         match (call, from_timeout) {

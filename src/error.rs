@@ -106,11 +106,8 @@ pub enum Asked {
 impl fmt::Display for Asked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Asked::Option { level, name } => match crate::policy::OPTIONS
-                .iter()
-                .find(|r| r.level == *level && r.name == *name)
-            {
-                Some(row) => f.write_str(row.cname),
+            Asked::Option { level, name } => match crate::policy::cname(*level, *name) {
+                Some(c) => f.write_str(c),
                 None => write!(f, "option ({level}, {name})"),
             },
             Asked::Address { usage, addr } => write!(f, "{addr} for {usage:?}"),

@@ -183,7 +183,7 @@ pub(crate) fn get(
             let tv = timeval_bytes(core.timeouts().wait(dir));
             Ok(copy_truncated(&tv, out))
         }
-        OptKind::FacadeKind => {
+        OptKind::FacadeRecord => {
             let (domain, ty, protocol) = core.kind().parts();
             let v = match name {
                 libc::SO_DOMAIN => domain,
@@ -249,7 +249,7 @@ pub(crate) fn set(core: Target<'_>, level: i32, name: i32, value: &[u8]) -> Resu
             Ok(())
         }
         // Get-only rows never get here: `allowed_row` refused them.
-        OptKind::FacadeKind => Err(OptError::Errno(libc::ENOPROTOOPT)),
+        OptKind::FacadeRecord => Err(OptError::Errno(libc::ENOPROTOOPT)),
     }
 }
 
@@ -276,7 +276,7 @@ fn clamp_int(value: &[u8], max: u32) -> [u8; 4] {
 /// "forever" and "don't wait" both read back as `{0, 0}`.
 fn timeval_bytes(wait: Wait) -> [u8; 16] {
     let (sec, usec) = match wait {
-        Wait::Forever | Wait::DontWait => (0i64, 0i64),
+        Wait::Forever | Wait::Never => (0i64, 0i64),
         Wait::For(d) => (
             i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
             i64::from(d.subsec_micros()),
@@ -301,7 +301,7 @@ fn parse_timeval(value: &[u8]) -> Result<Wait, OptError> {
         return Err(OptError::Errno(libc::EDOM));
     }
     if sec < 0 {
-        return Ok(Wait::DontWait);
+        return Ok(Wait::Never);
     }
     if sec == 0 && usec == 0 {
         return Ok(Wait::Forever);
@@ -327,7 +327,7 @@ mod tests {
     #[test]
     fn timeval_rules_follow_linux() {
         assert_eq!(parse_timeval(&tv(0, 0)), Ok(Wait::Forever));
-        assert_eq!(parse_timeval(&tv(-1, 0)), Ok(Wait::DontWait));
+        assert_eq!(parse_timeval(&tv(-1, 0)), Ok(Wait::Never));
         assert_eq!(
             parse_timeval(&tv(1, 1_000_000)),
             Err(OptError::Errno(libc::EDOM))
@@ -341,7 +341,7 @@ mod tests {
             timeval_bytes(Wait::For(Duration::from_millis(2500))),
             tv(2, 500_000)
         );
-        assert_eq!(timeval_bytes(Wait::DontWait), tv(0, 0));
+        assert_eq!(timeval_bytes(Wait::Never), tv(0, 0));
     }
 
     #[test]

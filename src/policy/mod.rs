@@ -19,7 +19,7 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, OnceLock};
 
 pub use addr::{AddrRule, AddrUse, Cidr, CidrError, Verdict};
-pub(crate) use table::{Kind as OptKind, is_never};
+pub(crate) use table::{Kind as OptKind, cname, is_never};
 pub use table::{OPTIONS, OptRow};
 
 use crate::error::{Denial, Op};
@@ -220,6 +220,12 @@ impl Policy {
         Policy::builder()
             .unknown_options(UnknownOpt::PretendOk)
             .build()
+    }
+
+    /// A builder starting from `policy` (a preset, say), to change some of
+    /// it.
+    pub fn builder_from(policy: Policy) -> PolicyBuilder {
+        PolicyBuilder { policy }
     }
 
     /// A builder starting from [`Policy::default`].

@@ -11,7 +11,7 @@ pub(crate) enum Kind {
     /// `SO_RCVTIMEO`/`SO_SNDTIMEO`: stored by the facade (a `timeval`).
     FacadeTimeout,
     /// `SO_TYPE`/`SO_DOMAIN`/`SO_PROTOCOL`: from the socket's own record.
-    FacadeKind,
+    FacadeRecord,
 }
 
 /// One row of the table.
@@ -135,14 +135,14 @@ pub static OPTIONS: &[OptRow] = &[
     get_only(SOCK, libc::SO_ACCEPTCONN, "SO_ACCEPTCONN"),
     facade(
         get_only(SOCK, libc::SO_DOMAIN, "SO_DOMAIN"),
-        Kind::FacadeKind,
+        Kind::FacadeRecord,
     ),
     get_only(SOCK, libc::SO_ERROR, "SO_ERROR"),
     facade(
         get_only(SOCK, libc::SO_PROTOCOL, "SO_PROTOCOL"),
-        Kind::FacadeKind,
+        Kind::FacadeRecord,
     ),
-    facade(get_only(SOCK, libc::SO_TYPE, "SO_TYPE"), Kind::FacadeKind),
+    facade(get_only(SOCK, libc::SO_TYPE, "SO_TYPE"), Kind::FacadeRecord),
     // SOL_IP
     set_only(sized(
         rw(IP, libc::IP_ADD_MEMBERSHIP, "IP_ADD_MEMBERSHIP"),
@@ -218,16 +218,24 @@ pub static OPTIONS: &[OptRow] = &[
 
 /// Options that never reach the kernel, whatever the policy says about
 /// unknown options: privileged or host-affecting.
-pub(crate) const NEVER: &[(c_int, c_int)] = &[
-    (SOCK, libc::SO_RCVBUFFORCE),
-    (SOCK, libc::SO_SNDBUFFORCE),
-    (SOCK, libc::SO_ATTACH_FILTER),
-    (SOCK, libc::SO_ATTACH_BPF),
-    (SOCK, libc::SO_ATTACH_REUSEPORT_CBPF),
-    (SOCK, libc::SO_ATTACH_REUSEPORT_EBPF),
-    (SOCK, libc::SO_DETACH_FILTER),
-    (SOCK, libc::SO_LOCK_FILTER),
-    (IP, libc::IP_HDRINCL),
+pub(crate) const NEVER: &[(c_int, c_int, &str)] = &[
+    (SOCK, libc::SO_RCVBUFFORCE, "SO_RCVBUFFORCE"),
+    (SOCK, libc::SO_SNDBUFFORCE, "SO_SNDBUFFORCE"),
+    (SOCK, libc::SO_ATTACH_FILTER, "SO_ATTACH_FILTER"),
+    (SOCK, libc::SO_ATTACH_BPF, "SO_ATTACH_BPF"),
+    (
+        SOCK,
+        libc::SO_ATTACH_REUSEPORT_CBPF,
+        "SO_ATTACH_REUSEPORT_CBPF",
+    ),
+    (
+        SOCK,
+        libc::SO_ATTACH_REUSEPORT_EBPF,
+        "SO_ATTACH_REUSEPORT_EBPF",
+    ),
+    (SOCK, libc::SO_DETACH_FILTER, "SO_DETACH_FILTER"),
+    (SOCK, libc::SO_LOCK_FILTER, "SO_LOCK_FILTER"),
+    (IP, libc::IP_HDRINCL, "IP_HDRINCL"),
 ];
 
 /// The index of `(level, name)` in [`OPTIONS`].
@@ -237,8 +245,23 @@ pub(crate) fn find(level: c_int, name: c_int) -> Option<usize> {
         .position(|r| r.level == level && r.name == name)
 }
 
+/// The C name of an option the crate knows, in the table or the never
+/// list.
+pub(crate) fn cname(level: c_int, name: c_int) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .find(|r| r.level == level && r.name == name)
+        .map(|r| r.cname)
+        .or_else(|| {
+            NEVER
+                .iter()
+                .find(|&&(l, n, _)| l == level && n == name)
+                .map(|&(_, _, c)| c)
+        })
+}
+
 pub(crate) fn is_never(level: c_int, name: c_int) -> bool {
-    NEVER.iter().any(|&(l, n)| l == level && n == name)
+    NEVER.iter().any(|&(l, n, _)| l == level && n == name)
 }
 
 #[cfg(test)]

@@ -145,6 +145,12 @@ impl From<crate::Error> for Errno {
     }
 }
 
+impl From<Errno> for crate::Error {
+    fn from(e: Errno) -> crate::Error {
+        crate::Error::Io(io::Error::from_raw_os_error(e.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

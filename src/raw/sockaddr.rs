@@ -78,6 +78,11 @@ pub struct SockaddrBytes {
 }
 
 impl SockaddrBytes {
+    /// Bytes as a guest wrote them (cut at 128).
+    pub fn from_bytes(bytes: &[u8]) -> SockaddrBytes {
+        SockaddrBytes::new(bytes)
+    }
+
     pub(crate) fn new(bytes: &[u8]) -> SockaddrBytes {
         let mut buf = [0u8; MAX_LEN];
         let len = bytes.len().min(MAX_LEN);
