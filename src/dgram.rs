@@ -3,13 +3,14 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Socket};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{Interest, ReadBuf, Ready};
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
@@ -52,6 +53,11 @@ const RECV_INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
 #[derive(Debug)]
 pub struct UdpSocket {
     core: Core,
+    /// For the `poll_recv*` forms only, made on first use: a duplicate of
+    /// the fd registered for priority readiness alone, so that its only
+    /// wake-ups are errors (`EPOLLERR` shows as write-closed readiness).
+    /// tokio gives poll functions no error interest on the main fd.
+    error_watch: OnceLock<AsyncFd<Socket>>,
 }
 
 impl UdpSocket {
@@ -80,9 +86,7 @@ impl UdpSocket {
                 let (sock, kind) = new_socket(&policy, Domain::for_address(a), false)?;
                 policy.check_addr(sock.as_raw_fd(), Op::Bind, AddrUse::Bind, a)?;
                 sock.bind(&a.into())?;
-                Ok(UdpSocket {
-                    core: Core::registered(sock, policy, kind)?,
-                })
+                Ok(UdpSocket::from_core(Core::registered(sock, policy, kind)?))
             }
         })
         .await
@@ -296,11 +300,12 @@ impl UdpSocket {
 
     /// Polls to receive a datagram into `buf`.
     ///
-    /// Unlike the async receives, a poll function can only wait on
-    /// readability (tokio offers no error interest to poll functions), so a
-    /// pending socket error is seen when the next datagram arrives or the
-    /// next call is made; prefer [`recv`](UdpSocket::recv) on connected
-    /// sockets.
+    /// Like the async receives, it wakes on a pending error too (an ICMP
+    /// port unreachable ends it with `ECONNREFUSED`). tokio offers poll
+    /// functions no error interest, so the first call that has to wait
+    /// makes a duplicate of the fd, registered for error wake-ups only; it
+    /// lives as long as the socket (one more fd per socket that uses the
+    /// poll forms).
     ///
     /// # Return value
     ///
@@ -311,8 +316,7 @@ impl UdpSocket {
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
     pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.core
-            .poll_read_io(cx, |s| sys::recv_buf(s, buf, 0))
+        self.poll_recv_io(cx, |s| sys::recv_buf(s, buf, 0))
             .map_ok(drop)
     }
 
@@ -347,15 +351,14 @@ impl UdpSocket {
             .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, 0))
     }
 
-    /// Polls to receive a datagram and its source; see
-    /// [`poll_recv`](UdpSocket::poll_recv) for what a poll function can
-    /// wait on.
+    /// Polls to receive a datagram and its source; like
+    /// [`poll_recv`](UdpSocket::poll_recv), it wakes on errors too.
     pub fn poll_recv_from(
         &self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<SocketAddr>> {
-        self.core.poll_read_io(cx, |s| {
+        self.poll_recv_io(cx, |s| {
             let (n, from) = recv_from_inet(s, buf.initialize_unfilled(), 0)?;
             buf.advance(n);
             Ok(from)
@@ -410,15 +413,14 @@ impl UdpSocket {
             .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, libc::MSG_PEEK))
     }
 
-    /// Polls to peek at the next datagram; see
-    /// [`poll_recv`](UdpSocket::poll_recv) for what a poll function can
-    /// wait on.
+    /// Polls to peek at the next datagram; like
+    /// [`poll_recv`](UdpSocket::poll_recv), it wakes on errors too.
     pub fn poll_peek_from(
         &self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<SocketAddr>> {
-        self.core.poll_read_io(cx, |s| {
+        self.poll_recv_io(cx, |s| {
             let (n, from) = recv_from_inet(s, buf.initialize_unfilled(), libc::MSG_PEEK)?;
             buf.advance(n);
             Ok(from)
@@ -658,9 +660,11 @@ impl UdpSocket {
     #[track_caller]
     pub fn from_std(sock: std::net::UdpSocket) -> Result<UdpSocket> {
         let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
-        Ok(UdpSocket {
-            core: Core::adopt(sock, Policy::shared_default(), Some(libc::SOCK_DGRAM))?,
-        })
+        Ok(UdpSocket::from_core(Core::adopt(
+            sock,
+            Policy::shared_default(),
+            Some(libc::SOCK_DGRAM),
+        )?))
     }
 
     /// Turns the socket into a `std::net::UdpSocket`, still non-blocking.
@@ -671,7 +675,52 @@ impl UdpSocket {
 
 impl UdpSocket {
     pub(crate) fn from_core(core: Core) -> UdpSocket {
-        UdpSocket { core }
+        UdpSocket {
+            core,
+            error_watch: OnceLock::new(),
+        }
+    }
+
+    fn error_watch(&self) -> io::Result<&AsyncFd<Socket>> {
+        if let Some(w) = self.error_watch.get() {
+            return Ok(w);
+        }
+        let dup = self.core.sock().try_clone()?;
+        let watch = crate::sys::register_with(dup, Interest::PRIORITY)?;
+        // Another thread may have set it first; then ours is dropped.
+        Ok(self.error_watch.get_or_init(|| watch))
+    }
+
+    /// The poll functions' receive: waits for a datagram *or* a pending
+    /// error, like the async forms.
+    fn poll_recv_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&Socket) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            match self.core.async_fd().poll_read_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => match guard.try_io(|fd| f(fd.get_ref())) {
+                    Ok(r) => return Poll::Ready(r),
+                    Err(_would_block) => continue,
+                },
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            let watch = match self.error_watch() {
+                Ok(w) => w,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            match watch.poll_write_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(mut guard)) => match f(self.core.sock()) {
+                    // A stale error wake-up: forget it and wait again.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                    r => return Poll::Ready(r),
+                },
+            }
+        }
     }
 
     pub(crate) fn into_core(self) -> Core {

@@ -1090,3 +1090,49 @@ async fn arc_socket_used_from_two_tasks() {
         "both tasks dropped their handle"
     );
 }
+
+/// The poll forms wake on an ICMP error too, not only on data: a pending
+/// `poll_recv` / `poll_recv_from` / `poll_peek_from` on a connected socket
+/// ends with ECONNREFUSED.
+#[tokio::test]
+async fn pending_poll_forms_end_with_econnrefused() {
+    use futures::future::poll_fn;
+    use tokio::io::ReadBuf;
+
+    for form in 0..3 {
+        let gone = hostsock::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let gone_addr = gone.local_addr().unwrap();
+        drop(gone);
+        let sock = hostsock::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.connect(gone_addr).await.unwrap();
+        let mut storage = [0u8; 32];
+        let recv = async {
+            let mut buf = ReadBuf::new(&mut storage);
+            poll_fn(|cx| match form {
+                0 => sock.poll_recv(cx, &mut buf).map_ok(|()| 0),
+                1 => sock.poll_recv_from(cx, &mut buf).map_ok(|_| 1),
+                _ => sock.poll_peek_from(cx, &mut buf).map_ok(|_| 2),
+            })
+            .await
+        };
+        tokio::pin!(recv);
+        // It must be waiting before the error arrives.
+        assert!(futures::poll!(recv.as_mut()).is_pending(), "form {form}");
+        sock.send(b"anyone?").await.unwrap();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(2), recv)
+            .await
+            .unwrap_or_else(|_| panic!("poll form {form} hung on an ICMP error"))
+            .expect_err("no datagram can arrive");
+        assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "form {form}");
+        // And the socket goes on working: a stale error wake-up is cleared.
+        let mut buf = [0u8; 4];
+        let again = sock
+            .recv_deadline(
+                &mut buf,
+                tokio::time::Instant::now() + std::time::Duration::from_millis(50),
+            )
+            .await
+            .unwrap_err();
+        assert!(again.is_timeout(), "form {form}: {again:?}");
+    }
+}

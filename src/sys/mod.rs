@@ -72,6 +72,11 @@ pub(crate) fn recv_vectored(
 /// readiness (errors are always reported). Outside a runtime this is an
 /// error, not a panic.
 pub(crate) fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
+    register_with(sock, Interest::READABLE | Interest::WRITABLE)
+}
+
+/// Registers `sock` with the current Tokio reactor for `interest`.
+pub(crate) fn register_with(sock: Socket, interest: Interest) -> io::Result<AsyncFd<Socket>> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(io::Error::other(
             "hostsock sockets must be created inside a Tokio runtime",
@@ -82,8 +87,7 @@ pub(crate) fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
     // the `AsyncFd` deregisters it (or after `into_inner` hands it back).
     // `as_raw_fd` always returns that fd, and this crate never takes `&mut`
     // to the inner socket, so it cannot be swapped out.
-    unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE | Interest::WRITABLE) }
-        .map_err(|e| e.into_parts().1)
+    unsafe { AsyncFd::register_with_interest(sock, interest) }.map_err(|e| e.into_parts().1)
 }
 
 /// `getsockopt(2)` into `out`; returns the length the kernel reports.
