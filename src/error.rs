@@ -340,6 +340,12 @@ impl From<Error> for io::Error {
     }
 }
 
+impl From<Denial> for Error {
+    fn from(d: Denial) -> Error {
+        Error::Denied(Box::new(d))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,11 +383,5 @@ mod tests {
         assert_eq!(e.errno(), libc::EINVAL);
         let e = Error::from(io::Error::from(io::ErrorKind::WouldBlock));
         assert_eq!(e.errno(), libc::EAGAIN);
-    }
-}
-
-impl From<Denial> for Error {
-    fn from(d: Denial) -> Error {
-        Error::Denied(Box::new(d))
     }
 }

@@ -236,6 +236,13 @@ impl fmt::Display for AddrRule {
     }
 }
 
+impl From<IpAddr> for Cidr {
+    /// The one-address network (/32 or /128).
+    fn from(addr: IpAddr) -> Cidr {
+        Cidr::new(addr, if addr.is_ipv4() { 32 } else { 128 })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,12 +282,5 @@ mod tests {
         assert!("1.2.3.4/x".parse::<Cidr>().is_err());
         assert!("nope/8".parse::<Cidr>().is_err());
         assert!("1.2.3.4/33".parse::<Cidr>().is_err());
-    }
-}
-
-impl From<IpAddr> for Cidr {
-    /// The one-address network (/32 or /128).
-    fn from(addr: IpAddr) -> Cidr {
-        Cidr::new(addr, if addr.is_ipv4() { 32 } else { 128 })
     }
 }
