@@ -93,7 +93,7 @@ impl Core {
     }
 
     pub(crate) fn set_timeout(&self, dir: Dir, t: Option<Duration>) -> Result<()> {
-        self.timeouts.set(dir, t)
+        crate::sockopt::set_timeout(self.opt_target(), dir, t)
     }
 
     /// Takes the socket back out of the reactor.
@@ -319,4 +319,24 @@ pub(crate) fn new_socket(
     let kind = policy.check_kind(-1, domain.into(), ty.into(), proto.into())?;
     let sock = Socket::new(domain, ty.nonblocking().cloexec(), Some(proto))?;
     Ok((sock, kind))
+}
+
+/// The end of a blocking connect: each time the socket turns writable,
+/// `connect(2)` is called again with the same address, so the kernel itself
+/// completes the call (marks the socket connected, or answers the error and
+/// resets it) exactly as for a blocking socket. `0` or `EISCONN` is
+/// success; `EALREADY`/`EINPROGRESS` mean the handshake goes on.
+pub(crate) async fn finish_connect(core: &Core, addr: &[u8]) -> Result<()> {
+    let addr = &addr[..addr.len().min(28)];
+    loop {
+        let mut guard = core.async_fd().writable().await?;
+        match crate::sys::connect_bytes(core.sock(), addr) {
+            Ok(()) => return Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EISCONN) => return Ok(()),
+                Some(libc::EALREADY | libc::EINPROGRESS | libc::EINTR) => guard.clear_ready(),
+                _ => return Err(e.into()),
+            },
+        }
+    }
 }

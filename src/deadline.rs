@@ -84,25 +84,6 @@ impl Timeouts {
         }
     }
 
-    /// Sets a timeout from the typed API. As with `std::net`,
-    /// `Some(Duration::ZERO)` is an `EINVAL` error.
-    pub(crate) fn set(&self, dir: Dir, t: Option<Duration>) -> Result<()> {
-        match t {
-            Some(d) if d.is_zero() => Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "cannot set a 0 duration timeout",
-            ))),
-            Some(d) => {
-                self.set_wait(dir, Wait::For(d));
-                Ok(())
-            }
-            None => {
-                self.set_wait(dir, Wait::Forever);
-                Ok(())
-            }
-        }
-    }
-
     pub(crate) fn copy_from(&self, other: &Timeouts) {
         for dir in [Dir::Read, Dir::Write] {
             let v = other.slot(dir).load(Ordering::Relaxed);

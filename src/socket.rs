@@ -159,13 +159,13 @@ impl TcpSocket {
     /// Sets the read timeout the stream or listener will have; see
     /// [`TcpStream::set_read_timeout`].
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
-        self.timeouts.set(Dir::Read, timeout)
+        crate::sockopt::set_timeout(self.target(), Dir::Read, timeout)
     }
 
     /// Sets the write timeout, which also bounds [`connect`](TcpSocket::connect)
     /// (as `SO_SNDTIMEO` bounds a blocking connect).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
-        self.timeouts.set(Dir::Write, timeout)
+        crate::sockopt::set_timeout(self.target(), Dir::Write, timeout)
     }
 
     /// Binds to `addr`.

@@ -174,14 +174,13 @@ pub(crate) fn get(
             let cap = out.len().min(row.max_len);
             Ok(sys::getsockopt(core.sock(), level, name, &mut out[..cap])?)
         }
+        // The timeouts are mirrored on the host socket (where, the fd being
+        // non-blocking, they change nothing), so reading them back gives
+        // exactly what Linux gives: jiffy rounding, huge values, `{0, 0}`
+        // after a negative one.
         OptKind::FacadeTimeout => {
-            let dir = if name == libc::SO_RCVTIMEO {
-                Dir::Read
-            } else {
-                Dir::Write
-            };
-            let tv = timeval_bytes(core.timeouts().wait(dir));
-            Ok(copy_truncated(&tv, out))
+            let cap = out.len().min(row.max_len);
+            Ok(sys::getsockopt(core.sock(), level, name, &mut out[..cap])?)
         }
         OptKind::FacadeRecord => {
             let (domain, ty, protocol) = core.kind().parts();
@@ -239,18 +238,46 @@ pub(crate) fn set(core: Target<'_>, level: i32, name: i32, value: &[u8]) -> Resu
             }
             Ok(sys::setsockopt(core.sock(), level, name, value)?)
         }
+        // The facade keeps the meaning (it does the waiting); the host
+        // keeps the value Linux reports back.
         OptKind::FacadeTimeout => {
-            let dir = if name == libc::SO_RCVTIMEO {
-                Dir::Read
-            } else {
-                Dir::Write
-            };
-            core.timeouts().set_wait(dir, parse_timeval(value)?);
+            let wait = parse_timeval(value)?;
+            sys::setsockopt(core.sock(), level, name, value)?;
+            core.timeouts().set_wait(timeout_dir(name), wait);
             Ok(())
         }
         // Get-only rows never get here: `allowed_row` refused them.
         OptKind::FacadeRecord => Err(OptError::Errno(libc::ENOPROTOOPT)),
     }
+}
+
+fn timeout_dir(name: i32) -> Dir {
+    if name == libc::SO_RCVTIMEO {
+        Dir::Read
+    } else {
+        Dir::Write
+    }
+}
+
+/// Sets a socket's read or write timeout from the typed API, through the
+/// same path as a raw `SO_RCVTIMEO`/`SO_SNDTIMEO` (the policy's row, the
+/// host mirror). `Some(Duration::ZERO)` is `EINVAL`, as in std.
+pub(crate) fn set_timeout(target: Target<'_>, dir: Dir, t: Option<Duration>) -> crate::Result<()> {
+    let wait = match t {
+        None => Wait::Forever,
+        Some(d) if d.is_zero() => {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            )));
+        }
+        Some(d) => Wait::For(d),
+    };
+    let name = match dir {
+        Dir::Read => libc::SO_RCVTIMEO,
+        Dir::Write => libc::SO_SNDTIMEO,
+    };
+    set(target, libc::SOL_SOCKET, name, &timeval_bytes(wait)).map_err(Into::into)
 }
 
 /// Copies as much of `src` as fits in `out`; Linux truncates these options
@@ -272,15 +299,22 @@ fn clamp_int(value: &[u8], max: u32) -> [u8; 4] {
     v.min(max).to_ne_bytes()
 }
 
-/// `struct timeval` bytes for a stored timeout, as Linux reports it:
-/// "forever" and "don't wait" both read back as `{0, 0}`.
+/// `struct timeval` bytes for a timeout: "forever" is `{0, 0}`, "don't
+/// wait" `{-1, 0}` (what sets it), a duration its seconds and microseconds
+/// (rounded up, so that no timeout shrinks to "forever").
 fn timeval_bytes(wait: Wait) -> [u8; 16] {
     let (sec, usec) = match wait {
-        Wait::Forever | Wait::Never => (0i64, 0i64),
-        Wait::For(d) => (
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            i64::from(d.subsec_micros()),
-        ),
+        Wait::Forever => (0i64, 0i64),
+        Wait::Never => (-1, 0),
+        Wait::For(d) => {
+            let micros = d.subsec_nanos().div_ceil(1000);
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            if micros == 1_000_000 {
+                (secs.saturating_add(1), 0)
+            } else {
+                (secs, i64::from(micros))
+            }
+        }
     };
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&sec.to_ne_bytes());
@@ -341,7 +375,12 @@ mod tests {
             timeval_bytes(Wait::For(Duration::from_millis(2500))),
             tv(2, 500_000)
         );
-        assert_eq!(timeval_bytes(Wait::Never), tv(0, 0));
+        assert_eq!(timeval_bytes(Wait::Never), tv(-1, 0));
+        assert_eq!(timeval_bytes(Wait::For(Duration::from_nanos(1))), tv(0, 1));
+        assert_eq!(
+            timeval_bytes(Wait::For(Duration::from_nanos(999_999_999))),
+            tv(1, 0)
+        );
     }
 
     #[test]

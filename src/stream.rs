@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
-use crate::core::{Core, each_addr, new_socket};
+use crate::core::{Core, each_addr, finish_connect, new_socket};
 use crate::deadline::{self, Dir, PollTimer};
 use crate::error::{Error, Op, Result};
 use crate::opts;
@@ -609,7 +609,9 @@ impl TcpStream {
 }
 
 /// Connects `core`'s socket to `addr`: `EINPROGRESS` (or `EALREADY`,
-/// `EINTR`: the attempt goes on) → wait writable → `SO_ERROR`.
+/// `EINTR`: the attempt goes on) → wait writable → `connect` again, which
+/// gives the kernel's result (what `SO_ERROR` holds) and leaves the socket
+/// as a blocking connect would.
 pub(crate) async fn connect_core(
     core: &Core,
     addr: SocketAddr,
@@ -627,21 +629,8 @@ pub(crate) async fn connect_core(
         Err(e) => return Err(e.into()),
     }
     let at = core.timeouts().deadline(Dir::Write, call_deadline);
-    deadline::run(at, Op::Connect, async {
-        loop {
-            let mut guard = core.async_fd().writable().await?;
-            if let Some(e) = core.sock().take_error()? {
-                return Err(Error::from(e));
-            }
-            match core.sock().peer_addr() {
-                Ok(_) => return Ok(()),
-                // Woken before the handshake finished: wait again.
-                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => guard.clear_ready(),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    })
-    .await
+    let bytes = crate::raw::encode_sockaddr(addr);
+    deadline::run(at, Op::Connect, finish_connect(core, bytes.as_bytes())).await
 }
 
 /// `AsyncRead` for any holder of a stream core and a timer.

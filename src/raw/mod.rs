@@ -62,7 +62,7 @@ use tokio::time::Instant;
 pub use errno::Errno;
 pub use sockaddr::{SockaddrBytes, encode as encode_sockaddr};
 
-use crate::core::Core;
+use crate::core::{Core, finish_connect};
 use crate::deadline::{self, Dir};
 use crate::error::{Error, Op};
 use crate::listener::{TcpListener, accept_allowed};
@@ -210,8 +210,11 @@ impl RawSocket {
 
     /// `connect(2)`. A non-blocking call gives the host's answer at once
     /// (`EINPROGRESS` included). A blocking call waits for the handshake,
-    /// bounded by the send timeout (`SO_SNDTIMEO`; expiry `EINPROGRESS`),
-    /// and answers the host's `SO_ERROR`. The address is checked against
+    /// bounded by the send timeout (`SO_SNDTIMEO`; expiry gives
+    /// `EINPROGRESS`, or `EALREADY` when an attempt was already under way,
+    /// as Linux does), then calls `connect` once more so that the host
+    /// finishes exactly as a blocking connect would (the result, and the
+    /// socket's state afterwards, are the kernel's). The address is checked against
     /// the `Connect` rules (`ECONNREFUSED` when denied); `AF_UNSPEC`
     /// dissolves a datagram socket's association, as in Linux.
     ///
@@ -245,23 +248,14 @@ impl RawSocket {
         if nonblocking || !pending {
             return Err(code);
         }
+        // As Linux: a blocking connect that times out answers what the call
+        // began with (`EINPROGRESS`, or `EALREADY` if an attempt was already
+        // under way).
         let at = self.core.timeouts().deadline(Dir::Write, deadline);
-        let core = &self.core;
-        deadline::run(at, Op::Connect, async {
-            loop {
-                let mut guard = core.async_fd().writable().await?;
-                if let Some(e) = core.sock().take_error()? {
-                    return Err(Error::from(e));
-                }
-                match core.sock().peer_addr() {
-                    Ok(_) => return Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => guard.clear_ready(),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        })
-        .await
-        .map_err(errno)
+        match deadline::run(at, Op::Connect, finish_connect(&self.core, addr)).await {
+            Err(e) if e.is_timeout() => Err(code),
+            r => r.map_err(errno),
+        }
     }
 
     /// `accept(2)`; see [`accept4`](RawSocket::accept4).

@@ -21,14 +21,18 @@ pub(crate) enum Parsed {
     Inet(SocketAddr),
     /// `AF_UNSPEC` for connect: dissolve the association.
     Unspec,
-    /// Another family: no INET socket can reach anything with it, so the
-    /// host gives its own errno.
-    Other,
+    /// Another family, or fewer bytes than the family in them needs: no
+    /// INET socket can reach anything with these (Linux's minimums are the
+    /// same), so the host answers with its own errno, which depends on the
+    /// socket's family and state (`EINVAL`, `EAFNOSUPPORT`, `EISCONN`, ...).
+    HostDecides,
 }
 
-/// Checks lengths as Linux does and parses the address. `bind` reads an
-/// `AF_UNSPEC` address as `AF_INET` (what `inet_bind` accepts for
-/// `INADDR_ANY`).
+/// Parses a guest address for the address rules. Longer than 128 bytes (or
+/// shorter than the family field) is `EINVAL` here, as Linux's
+/// `move_addr_to_kernel` says; everything shorter than its family needs is
+/// left to the host. `bind` reads an `AF_UNSPEC` address as `AF_INET` (what
+/// `inet_bind` accepts for `INADDR_ANY`).
 pub(crate) fn parse(bytes: &[u8], for_bind: bool) -> Result<Parsed, Errno> {
     if bytes.len() > MAX_LEN || bytes.len() < 2 {
         return Err(Errno::EINVAL);
@@ -40,7 +44,9 @@ pub(crate) fn parse(bytes: &[u8], for_bind: bool) -> Result<Parsed, Errno> {
         libc::AF_UNSPEC if for_bind => v4(bytes, port),
         libc::AF_UNSPEC => Ok(Parsed::Unspec),
         libc::AF_INET6 => {
-            let b = bytes.get(..IN6_MIN_LEN).ok_or(Errno::EINVAL)?;
+            let Some(b) = bytes.get(..IN6_MIN_LEN) else {
+                return Ok(Parsed::HostDecides);
+            };
             let flow = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
             let mut ip = [0u8; 16];
             ip.copy_from_slice(&b[8..24]);
@@ -55,12 +61,14 @@ pub(crate) fn parse(bytes: &[u8], for_bind: bool) -> Result<Parsed, Errno> {
                 scope,
             ))))
         }
-        _ => Ok(Parsed::Other),
+        _ => Ok(Parsed::HostDecides),
     }
 }
 
 fn v4(bytes: &[u8], port: impl Fn(&[u8]) -> u16) -> Result<Parsed, Errno> {
-    let b = bytes.get(..IN_LEN).ok_or(Errno::EINVAL)?;
+    let Some(b) = bytes.get(..IN_LEN) else {
+        return Ok(Parsed::HostDecides);
+    };
     let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
     Ok(Parsed::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port(b)))))
 }
@@ -146,12 +154,12 @@ mod tests {
         let b = encode(a);
         assert_eq!(b.as_bytes().len(), 16);
         assert_eq!(parse(b.as_bytes(), false), Ok(Parsed::Inet(a)));
-        assert_eq!(parse(&b.as_bytes()[..15], false), Err(Errno::EINVAL));
+        assert_eq!(parse(&b.as_bytes()[..15], false), Ok(Parsed::HostDecides));
         let v6: SocketAddr = "[::1]:53".parse().unwrap();
         let b6 = encode(v6);
         assert_eq!(parse(b6.as_bytes(), false), Ok(Parsed::Inet(v6)));
         assert_eq!(parse(&b6.as_bytes()[..24], false), Ok(Parsed::Inet(v6)));
-        assert_eq!(parse(&b6.as_bytes()[..23], false), Err(Errno::EINVAL));
+        assert_eq!(parse(&b6.as_bytes()[..23], false), Ok(Parsed::HostDecides));
         assert_eq!(parse(&[0u8; 129], false), Err(Errno::EINVAL));
         assert_eq!(parse(&[0u8; 1], false), Err(Errno::EINVAL));
         assert_eq!(parse(&[0u8; 2], false), Ok(Parsed::Unspec));
