@@ -92,6 +92,26 @@ impl Core {
         self.timeouts.get(dir)
     }
 
+    /// Gives a socket accepted from this listener the listener's timeouts,
+    /// in the facade and on the host. The kernel copied the listener's
+    /// values when the handshake completed, which may be older; writing
+    /// them again makes both agree. Nothing to do (no syscall) while the
+    /// listener's timeouts were never set.
+    pub(crate) fn pass_timeouts_to(&self, child: &Core) -> Result<()> {
+        if !self.timeouts.touched() {
+            return Ok(());
+        }
+        child.timeouts.copy_from(&self.timeouts);
+        for (dir, name) in [
+            (Dir::Read, libc::SO_RCVTIMEO),
+            (Dir::Write, libc::SO_SNDTIMEO),
+        ] {
+            let tv = crate::sockopt::timeval_bytes(self.timeouts.wait(dir));
+            crate::sys::setsockopt(child.sock(), libc::SOL_SOCKET, name, &tv)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn set_timeout(&self, dir: Dir, t: Option<Duration>) -> Result<()> {
         crate::sockopt::set_timeout(self.opt_target(), dir, t)
     }

@@ -43,6 +43,9 @@ const DONT_WAIT: u64 = u64::MAX;
 pub(crate) struct Timeouts {
     read: AtomicU64,
     write: AtomicU64,
+    /// Set once either timeout has been set: until then both are the
+    /// kernel's default ("forever") and nothing needs copying on accept.
+    touched: std::sync::atomic::AtomicBool,
 }
 
 impl Timeouts {
@@ -72,6 +75,11 @@ impl Timeouts {
                 .min(DONT_WAIT - 1),
         };
         self.slot(dir).store(nanos, Ordering::Relaxed);
+        self.touched.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn touched(&self) -> bool {
+        self.touched.load(Ordering::Relaxed)
     }
 
     /// The typed view: `None` waits forever, `Some(Duration::ZERO)` means
@@ -89,6 +97,7 @@ impl Timeouts {
             let v = other.slot(dir).load(Ordering::Relaxed);
             self.slot(dir).store(v, Ordering::Relaxed);
         }
+        self.touched.store(other.touched(), Ordering::Relaxed);
     }
 
     /// The deadline an operation starting now must meet: the earlier of the

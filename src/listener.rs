@@ -254,7 +254,7 @@ impl TcpListener {
 
     fn wrap_accepted(&self, sock: Socket, addr: SocketAddr) -> Result<(TcpStream, SocketAddr)> {
         let core = Core::registered(sock, self.core.policy().clone(), self.core.kind())?;
-        core.timeouts().copy_from(self.core.timeouts());
+        self.core.pass_timeouts_to(&core)?;
         Ok((TcpStream::from_core(core), addr))
     }
 

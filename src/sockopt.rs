@@ -294,15 +294,16 @@ fn clamp_int(value: &[u8], max: u32) -> [u8; 4] {
     let mut b = [0u8; 4];
     let n = value.len().min(4);
     b[..n].copy_from_slice(&value[..n]);
-    let v = i32::from_ne_bytes(b);
-    let max = i32::try_from(max).unwrap_or(i32::MAX);
+    // Linux reads the size as unsigned (`min_t(u32, val, wmem_max)`), so a
+    // negative value means "as large as allowed": clamp it the same way.
+    let v = u32::from_ne_bytes(b);
     v.min(max).to_ne_bytes()
 }
 
 /// `struct timeval` bytes for a timeout: "forever" is `{0, 0}`, "don't
 /// wait" `{-1, 0}` (what sets it), a duration its seconds and microseconds
 /// (rounded up, so that no timeout shrinks to "forever").
-fn timeval_bytes(wait: Wait) -> [u8; 16] {
+pub(crate) fn timeval_bytes(wait: Wait) -> [u8; 16] {
     let (sec, usec) = match wait {
         Wait::Forever => (0i64, 0i64),
         Wait::Never => (-1, 0),
@@ -384,9 +385,10 @@ mod tests {
     }
 
     #[test]
-    fn clamp_is_signed() {
+    fn clamp_reads_the_size_unsigned_as_linux_does() {
         assert_eq!(clamp_int(&100i32.to_ne_bytes(), 50), 50i32.to_ne_bytes());
-        assert_eq!(clamp_int(&(-5i32).to_ne_bytes(), 50), (-5i32).to_ne_bytes());
+        assert_eq!(clamp_int(&(-5i32).to_ne_bytes(), 50), 50i32.to_ne_bytes());
+        assert_eq!(clamp_int(&i32::MIN.to_ne_bytes(), 50), 50i32.to_ne_bytes());
         assert_eq!(clamp_int(&10i32.to_ne_bytes(), 50), 10i32.to_ne_bytes());
     }
 

@@ -115,18 +115,18 @@ impl Codec<Option<Duration>> for LingerCodec {
 pub struct TimevalCodec;
 impl super::sealed::Sealed for TimevalCodec {}
 impl Codec<Option<Duration>> for TimevalCodec {
+    /// `None` waits forever; `Some(Duration::ZERO)` does not wait at all
+    /// (what `read_timeout()` reports for a negative raw timeval); other
+    /// durations are rounded up to the microsecond, so none becomes
+    /// "forever".
     fn encode(value: &Option<Duration>, out: &mut [u8]) -> usize {
-        let (sec, usec) = match value {
-            None => (0i64, 0i64),
-            Some(d) => (
-                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                i64::from(d.subsec_micros()),
-            ),
+        use crate::deadline::Wait;
+        let wait = match value {
+            None => Wait::Forever,
+            Some(d) if d.is_zero() => Wait::Never,
+            Some(d) => Wait::For(*d),
         };
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&sec.to_ne_bytes());
-        b[8..].copy_from_slice(&usec.to_ne_bytes());
-        put(out, &b)
+        put(out, &crate::sockopt::timeval_bytes(wait))
     }
     fn decode(bytes: &[u8]) -> Option<Option<Duration>> {
         let b = bytes.get(..16)?;

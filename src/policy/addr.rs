@@ -79,7 +79,18 @@ pub struct Cidr {
 
 impl Cidr {
     /// A network from an address and a prefix length (cut to 32 or 128).
+    /// A network written as IPv4-mapped IPv6 (`::ffff:a.b.c.d/p`, p >= 96)
+    /// is kept as the IPv4 network it names, so that it matches the same
+    /// addresses either way they are written.
     pub fn new(addr: IpAddr, prefix: u8) -> Cidr {
+        if let IpAddr::V6(v6) = addr {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Cidr {
+                    addr: IpAddr::V4(v4),
+                    prefix: (prefix - 96).min(32),
+                };
+            }
+        }
         let max = if addr.is_ipv4() { 32 } else { 128 };
         Cidr {
             addr,
@@ -262,6 +273,10 @@ mod tests {
         let odd: Cidr = "10.0.0.0/9".parse().unwrap();
         assert!(odd.contains("10.127.0.1".parse().unwrap()));
         assert!(!odd.contains("10.128.0.1".parse().unwrap()));
+        let mapped: Cidr = "::ffff:127.0.0.1/128".parse().unwrap();
+        assert!(mapped.contains("127.0.0.1".parse().unwrap()));
+        assert!(mapped.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!mapped.contains("127.0.0.2".parse().unwrap()));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! built, and rules are scanned in place. An audit hook, if set, sees every
 //! denial.
 
-mod addr;
+pub(crate) mod addr;
 mod table;
 
 use std::fmt;
@@ -295,7 +295,7 @@ impl Policy {
         usage: AddrUse,
         addr: SocketAddr,
     ) -> Result<(), Denial> {
-        match self.addr_verdict(usage, addr) {
+        match self.addr_verdict(usage, effective_destination(usage, addr)) {
             (Verdict::Allow, _) => Ok(()),
             (Verdict::Deny, index) => {
                 let rule = match index {
@@ -354,6 +354,22 @@ impl Policy {
     pub(crate) fn row_on(&self, index: usize) -> bool {
         self.opts_on & (1u128 << index) != 0
     }
+}
+
+/// Where a call really goes: Linux sends a connect or send to the
+/// unspecified address (`0.0.0.0`, `::`, `::ffff:0.0.0.0`) to loopback, so
+/// the rules see the loopback address it stands for. Other uses and other
+/// addresses are unchanged.
+fn effective_destination(usage: AddrUse, addr: SocketAddr) -> SocketAddr {
+    let ip = addr::canonical(addr.ip());
+    if !matches!(usage, AddrUse::Connect | AddrUse::SendTo) || !ip.is_unspecified() {
+        return addr;
+    }
+    let loopback = match ip {
+        std::net::IpAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    };
+    SocketAddr::new(loopback, addr.port())
 }
 
 /// Builds a [`Policy`], starting from the default.

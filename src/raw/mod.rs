@@ -299,7 +299,7 @@ impl RawSocket {
                 .map_err(errno)?
         };
         let core = Core::registered(sock, policy.clone(), self.core.kind()).map_err(errno)?;
-        core.timeouts().copy_from(self.core.timeouts());
+        self.core.pass_timeouts_to(&core).map_err(errno)?;
         Ok((
             RawSocket::from_core(core, flags & libc::SOCK_NONBLOCK != 0),
             sockaddr::encode(peer),
