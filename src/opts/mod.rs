@@ -367,3 +367,50 @@ impl crate::TcpStream {
         Ok(self.tcp_info()?.state())
     }
 }
+
+impl crate::TcpStream {
+    /// Bytes queued to read (`TIOCINQ`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     client.write_all(b"hello").await?;
+    ///     server.readable().await?;
+    ///     assert_eq!(server.inq()?, 5);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn inq(&self) -> Result<usize> {
+        ioctl_count(self.core(), libc::TIOCINQ)
+    }
+
+    /// Bytes written and not yet acknowledged by the peer (`TIOCOUTQ`).
+    pub fn outq(&self) -> Result<usize> {
+        ioctl_count(self.core(), libc::TIOCOUTQ)
+    }
+
+    /// Is the read position at the urgent mark (`SIOCATMARK`)?
+    pub fn at_mark(&self) -> Result<bool> {
+        Ok(crate::sys::ioctl_int(self.core().sock(), crate::sys::SIOCATMARK)? != 0)
+    }
+}
+
+impl crate::UdpSocket {
+    /// The size of the next queued datagram, 0 if none (`FIONREAD`).
+    pub fn inq(&self) -> Result<usize> {
+        ioctl_count(self.core(), libc::FIONREAD)
+    }
+}
+
+fn ioctl_count(core: &crate::core::Core, request: libc::c_ulong) -> Result<usize> {
+    let n = crate::sys::ioctl_int(core.sock(), request)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}

@@ -156,6 +156,17 @@ impl RawSocket {
         }
     }
 
+    /// `socketpair(2)` for INET families: `EOPNOTSUPP`, as Linux answers
+    /// (only `AF_UNIX` has socket pairs).
+    pub fn socketpair(
+        _policy: Arc<Policy>,
+        _domain: i32,
+        _ty: i32,
+        _protocol: i32,
+    ) -> Result<(RawSocket, RawSocket), Errno> {
+        Err(Errno::EOPNOTSUPP)
+    }
+
     /// The guest's view of `O_NONBLOCK`.
     pub fn nonblocking(&self) -> bool {
         self.nonblocking.load(Ordering::Relaxed)
