@@ -116,6 +116,28 @@ impl Core {
         crate::sockopt::set_timeout(self.opt_target(), dir, t)
     }
 
+    /// Registers the same socket (same fd) with the reactor anew, dropping
+    /// whatever readiness the old registration had recorded.
+    /// If that fails, the socket comes back (still open) with the error.
+    pub(crate) fn reregister(self) -> std::result::Result<Core, (Socket, io::Error)> {
+        let Core {
+            fd,
+            policy,
+            kind,
+            timeouts,
+            read_shut,
+        } = self;
+        let fd =
+            crate::sys::register_keep(fd.into_inner(), Interest::READABLE | Interest::WRITABLE)?;
+        Ok(Core {
+            fd,
+            policy,
+            kind,
+            timeouts,
+            read_shut,
+        })
+    }
+
     /// Takes the socket back out of the reactor.
     pub(crate) fn into_socket(self) -> Socket {
         self.fd.into_inner()

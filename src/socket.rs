@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::listener::TcpListener;
 use crate::opts;
 use crate::policy::{AddrUse, Policy, SocketKind};
-use crate::stream::{TcpStream, connect_core};
+use crate::stream::{TcpStream, connect_then_register};
 
 /// A TCP socket that has not been turned into a [`TcpStream`] or a
 /// [`TcpListener`] yet.
@@ -222,8 +222,15 @@ impl TcpSocket {
         addr: SocketAddr,
         deadline: impl Into<Option<Instant>>,
     ) -> Result<TcpStream> {
-        let core = self.register()?;
-        connect_core(&core, addr, deadline.into()).await?;
+        let core = connect_then_register(
+            self.sock,
+            self.kind,
+            self.policy,
+            Some(&self.timeouts),
+            addr,
+            deadline.into(),
+        )
+        .await?;
         Ok(TcpStream::from_core(core))
     }
 

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::os::fd::AsRawFd as _;
+
 use socket2::{Domain, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
 use crate::core::{Core, each_addr, finish_connect, new_socket};
-use crate::deadline::{self, Dir, PollTimer};
+use crate::deadline::{self, Dir, PollTimer, Timeouts};
 use crate::error::{Error, Op, Result};
 use crate::opts;
-use crate::policy::{AddrUse, Policy};
+use crate::policy::{AddrUse, Policy, SocketKind};
 use crate::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::sys;
 
@@ -173,8 +175,7 @@ impl TcpStream {
             let policy = policy.clone();
             async move {
                 let (sock, kind) = new_socket(&policy, Domain::for_address(a), true)?;
-                let core = Core::registered(sock, policy, kind)?;
-                connect_core(&core, a, None).await?;
+                let core = connect_then_register(sock, kind, policy, None, a, None).await?;
                 Ok(TcpStream::from_core(core))
             }
         });
@@ -608,29 +609,45 @@ impl TcpStream {
     }
 }
 
-/// Connects `core`'s socket to `addr`: `EINPROGRESS` (or `EALREADY`,
-/// `EINTR`: the attempt goes on) → wait writable → `connect` again, which
-/// gives the kernel's result (what `SO_ERROR` holds) and leaves the socket
-/// as a blocking connect would.
-pub(crate) async fn connect_core(
-    core: &Core,
+/// Connects a socket not yet registered with the reactor, then registers
+/// it: `connect(2)` first (`EINPROGRESS`, `EALREADY`, `EINTR`: the attempt
+/// goes on), so that the reactor never sees the fresh socket's
+/// `EPOLLOUT | EPOLLHUP` (tokio would keep that "closed" readiness for
+/// good). Then, if pending, wait writable → `connect` again, which gives
+/// the kernel's result and leaves the socket as a blocking connect would.
+/// `timeouts` are the socket's (a `TcpSocket`'s); the write timeout bounds
+/// the wait together with `call_deadline`.
+pub(crate) async fn connect_then_register(
+    sock: Socket,
+    kind: SocketKind,
+    policy: Arc<Policy>,
+    timeouts: Option<&Timeouts>,
     addr: SocketAddr,
     call_deadline: Option<Instant>,
-) -> Result<()> {
-    core.policy()
-        .check_addr(core.raw_fd(), Op::Connect, AddrUse::Connect, addr)?;
-    match core.sock().connect(&addr.into()) {
-        Ok(()) => return Ok(()),
+) -> Result<Core> {
+    policy.check_addr(sock.as_raw_fd(), Op::Connect, AddrUse::Connect, addr)?;
+    let bytes = crate::raw::encode_sockaddr(addr);
+    let pending = match sys::connect_bytes(&sock, bytes.as_bytes()) {
+        Ok(()) => false,
         Err(e)
             if matches!(
                 e.raw_os_error(),
                 Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
-            ) => {}
+            ) =>
+        {
+            true
+        }
         Err(e) => return Err(e.into()),
+    };
+    let core = Core::registered(sock, policy, kind)?;
+    if let Some(t) = timeouts {
+        core.timeouts().copy_from(t);
     }
-    let at = core.timeouts().deadline(Dir::Write, call_deadline);
-    let bytes = crate::raw::encode_sockaddr(addr);
-    deadline::run(at, Op::Connect, finish_connect(core, bytes.as_bytes())).await
+    if pending {
+        let at = core.timeouts().deadline(Dir::Write, call_deadline);
+        deadline::run(at, Op::Connect, finish_connect(&core, bytes.as_bytes())).await?;
+    }
+    Ok(core)
 }
 
 /// `AsyncRead` for any holder of a stream core and a timer.

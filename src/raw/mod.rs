@@ -51,9 +51,9 @@
 mod errno;
 mod sockaddr;
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use socket2::Socket;
 use tokio::io::Interest;
@@ -73,9 +73,22 @@ use sockaddr::Parsed;
 
 /// A host socket driven by a guest's raw calls; see the [module
 /// docs](self) for the contract.
+///
+/// The socket's registration with the reactor is renewed after `connect`
+/// and `listen` on TCP sockets: a TCP socket that is not connected reports
+/// `EPOLLHUP`, which tokio keeps as "closed" for good, so a registration
+/// made while the socket was fresh (or after a failed connect) would make
+/// every later wait return at once. Renewal keeps the fd number; it is
+/// skipped while another call on the same socket is waiting.
 #[derive(Debug)]
 pub struct RawSocket {
-    core: Core,
+    slot: Mutex<Option<Arc<Core>>>,
+    /// Where the socket is kept if a renewal could not register it again:
+    /// still open (the fd stays valid), but every call answers `EBADF`.
+    orphan: Mutex<Option<Socket>>,
+    fd: RawFd,
+    kind: SocketKind,
+    policy: Arc<Policy>,
     /// The guest's view of `O_NONBLOCK` (the host fd is always
     /// non-blocking).
     nonblocking: AtomicBool,
@@ -151,9 +164,48 @@ impl RawSocket {
 
     pub(crate) fn from_core(core: Core, nonblocking: bool) -> RawSocket {
         RawSocket {
-            core,
+            fd: core.raw_fd(),
+            kind: core.kind(),
+            policy: core.policy().clone(),
+            slot: Mutex::new(Some(Arc::new(core))),
+            orphan: Mutex::new(None),
             nonblocking: AtomicBool::new(nonblocking),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Core>>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current registration; `EBADF` if a renewal failed and left the
+    /// socket closed.
+    fn core(&self) -> Result<Arc<Core>, Errno> {
+        self.lock().clone().ok_or(Errno::EBADF)
+    }
+
+    /// Registers a TCP socket anew after a state change (see the type's
+    /// docs).
+    fn renew(&self) {
+        if !is_tcp(self.kind) {
+            return;
+        }
+        let mut slot = self.lock();
+        let Some(current) = slot.take() else {
+            return;
+        };
+        *slot = match Arc::try_unwrap(current) {
+            Ok(core) => match core.reregister() {
+                Ok(core) => Some(Arc::new(core)),
+                Err((sock, _)) => {
+                    *self.orphan.lock().unwrap_or_else(|p| p.into_inner()) = Some(sock);
+                    None
+                }
+            },
+            // A call holds it (it is waiting): keep the registration.
+            Err(shared) => Some(shared),
+        };
     }
 
     /// `socketpair(2)` for INET families: `EOPNOTSUPP`, as Linux answers
@@ -180,12 +232,12 @@ impl RawSocket {
 
     /// The socket's kind.
     pub fn kind(&self) -> SocketKind {
-        self.core.kind()
+        self.kind
     }
 
     /// The policy this socket's calls are checked against.
     pub fn policy(&self) -> &Arc<Policy> {
-        self.core.policy()
+        &self.policy
     }
 
     fn check_addr(
@@ -196,9 +248,8 @@ impl RawSocket {
         for_bind: bool,
     ) -> Result<(), Errno> {
         if let Parsed::Inet(addr) = sockaddr::parse(bytes, for_bind)? {
-            self.core
-                .policy()
-                .check_addr(self.core.raw_fd(), op, usage, addr)
+            self.policy
+                .check_addr(self.fd, op, usage, addr)
                 .map_err(|d| Errno::new(d.errno))?;
         }
         Ok(())
@@ -208,15 +259,15 @@ impl RawSocket {
     /// (`EACCES` when denied).
     pub fn bind(&self, addr: &[u8]) -> Result<(), Errno> {
         self.check_addr(Op::Bind, AddrUse::Bind, addr, true)?;
-        Ok(sys::bind_bytes(
-            self.core.sock(),
-            sockaddr::host_bytes(addr),
-        )?)
+        let core = self.core()?;
+        Ok(sys::bind_bytes(core.sock(), sockaddr::host_bytes(addr))?)
     }
 
     /// `listen(2)`; the backlog is passed through (the host clamps it).
     pub fn listen(&self, backlog: i32) -> Result<(), Errno> {
-        Ok(self.core.sock().listen(backlog)?)
+        self.core()?.sock().listen(backlog)?;
+        self.renew();
+        Ok(())
     }
 
     /// `connect(2)`. A non-blocking call gives the host's answer at once
@@ -250,20 +301,27 @@ impl RawSocket {
         deadline: Option<Instant>,
     ) -> Result<(), Errno> {
         self.check_addr(Op::Connect, AddrUse::Connect, addr, false)?;
-        let first = sys::connect_bytes(self.core.sock(), sockaddr::host_bytes(addr));
+        let first = sys::connect_bytes(&*self.core()?, sockaddr::host_bytes(addr));
         let code = match first {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                self.renew();
+                return Ok(());
+            }
             Err(e) => Errno::from_io(&e),
         };
         let pending = code == Errno::EINPROGRESS || code == Errno::EALREADY;
+        if pending {
+            self.renew();
+        }
         if nonblocking || !pending {
             return Err(code);
         }
+        let core = self.core()?;
         // As Linux: a blocking connect that times out answers what the call
         // began with (`EINPROGRESS`, or `EALREADY` if an attempt was already
         // under way).
-        let at = self.core.timeouts().deadline(Dir::Write, deadline);
-        match deadline::run(at, Op::Connect, finish_connect(&self.core, addr)).await {
+        let at = core.timeouts().deadline(Dir::Write, deadline);
+        match deadline::run(at, Op::Connect, finish_connect(&core, addr)).await {
             Err(e) if e.is_timeout() => Err(code),
             r => r.map_err(errno),
         }
@@ -296,23 +354,22 @@ impl RawSocket {
         if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
             return Err(Errno::EINVAL);
         }
-        let policy = self.core.policy();
+        let core = self.core()?;
+        let policy = &self.policy;
         let (sock, peer) = if nonblocking {
-            self.core
-                .try_io_now(|s| accept_allowed(s, policy))
+            core.try_io_now(|s| accept_allowed(s, policy))
                 .map_err(|e| Errno::from_io(&e))?
         } else {
-            self.core
-                .io(Interest::READABLE, Dir::Read, Op::Accept, None, |s| {
-                    accept_allowed(s, policy)
-                })
-                .await
-                .map_err(errno)?
+            core.io(Interest::READABLE, Dir::Read, Op::Accept, None, |s| {
+                accept_allowed(s, policy)
+            })
+            .await
+            .map_err(errno)?
         };
-        let core = Core::registered(sock, policy.clone(), self.core.kind()).map_err(errno)?;
-        self.core.pass_timeouts_to(&core).map_err(errno)?;
+        let child = Core::registered(sock, policy.clone(), self.kind).map_err(errno)?;
+        core.pass_timeouts_to(&child).map_err(errno)?;
         Ok((
-            RawSocket::from_core(core, flags & libc::SOCK_NONBLOCK != 0),
+            RawSocket::from_core(child, flags & libc::SOCK_NONBLOCK != 0),
             sockaddr::encode(peer),
         ))
     }
@@ -327,19 +384,19 @@ impl RawSocket {
             libc::SHUT_RDWR => std::net::Shutdown::Both,
             _ => return Err(Errno::EINVAL),
         };
-        self.core.shutdown(how).map_err(errno)
+        self.core()?.shutdown(how).map_err(errno)
     }
 
     /// `getsockname(2)`: the bytes the host gives.
     pub fn getsockname(&self) -> Result<SockaddrBytes, Errno> {
-        let (buf, len) = sys::sockname(self.core.sock(), false)?;
+        let (buf, len) = sys::sockname(&*self.core()?, false)?;
         Ok(SockaddrBytes::new(&buf[..len]))
     }
 
     /// `getpeername(2)`: the bytes the host gives (`ENOTCONN` when not
     /// connected).
     pub fn getpeername(&self) -> Result<SockaddrBytes, Errno> {
-        let (buf, len) = sys::sockname(self.core.sock(), true)?;
+        let (buf, len) = sys::sockname(&*self.core()?, true)?;
         Ok(SockaddrBytes::new(&buf[..len]))
     }
 
@@ -353,7 +410,7 @@ impl RawSocket {
     /// `ENOPROTOOPT` for an option outside the table, turned off by the
     /// policy, or set-only; the host's errno otherwise.
     pub fn getsockopt(&self, level: i32, name: i32, out: &mut [u8]) -> Result<usize, Errno> {
-        sockopt::get(self.core.opt_target(), level, name, out).map_err(|e| Errno::new(e.errno()))
+        sockopt::get(self.core()?.opt_target(), level, name, out).map_err(|e| Errno::new(e.errno()))
     }
 
     /// `setsockopt(2)`: `value`'s length is the guest's optlen.
@@ -365,20 +422,21 @@ impl RawSocket {
     /// table when the policy rejects unknown options; `EDOM` for a timeout
     /// with `usec` outside `0..1_000_000`; the host's errno otherwise.
     pub fn setsockopt(&self, level: i32, name: i32, value: &[u8]) -> Result<(), Errno> {
-        sockopt::set(self.core.opt_target(), level, name, value).map_err(|e| Errno::new(e.errno()))
+        sockopt::set(self.core()?.opt_target(), level, name, value)
+            .map_err(|e| Errno::new(e.errno()))
     }
 
     /// `ioctl(2)` for `TIOCINQ`/`FIONREAD`, `TIOCOUTQ` and `SIOCATMARK`
     /// (the host's answer); anything else is `ENOTTY`.
     pub fn ioctl(&self, request: u64) -> Result<i32, Errno> {
         let request = libc::c_ulong::try_from(request).map_err(|_| Errno::ENOTTY)?;
-        Ok(sys::ioctl_int(self.core.sock(), request)?)
+        Ok(sys::ioctl_int(&*self.core()?, request)?)
     }
 
     /// The `poll(2)` events of `mask` that hold now (`POLLERR`/`POLLHUP`
     /// are always reported, as poll does).
     pub fn poll(&self, mask: i16) -> Result<i16, Errno> {
-        Ok(sys::poll_now(self.core.sock(), mask)?)
+        Ok(sys::poll_now(&*self.core()?, mask)?)
     }
 
     /// Waits until one of the events in `mask` (or `POLLERR`/`POLLHUP`)
@@ -398,7 +456,8 @@ impl RawSocket {
         if mask & libc::POLLPRI != 0 {
             interest = interest.add(Interest::PRIORITY);
         }
-        let core = &self.core;
+        let core = self.core()?;
+        let core = &*core;
         deadline::run(deadline, Op::Ready, async {
             loop {
                 let revents = sys::poll_now(core.sock(), mask)?;
@@ -417,23 +476,28 @@ impl RawSocket {
 
     /// The host fd (still owned by this socket).
     pub fn host_fd(&self) -> RawFd {
-        self.core.raw_fd()
+        self.fd
     }
 
-    pub(crate) fn into_core(self) -> Core {
-        self.core
-    }
-}
-
-impl AsFd for RawSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.core.as_fd()
+    /// The registration by value, for the conversions into typed sockets.
+    /// No call can be holding it (the socket is owned here), so this only
+    /// fails if a renewal failed earlier (`EBADF`).
+    fn into_core(self) -> Result<Core, RawSocket> {
+        let taken = self.lock().take();
+        match taken.map(Arc::try_unwrap) {
+            Some(Ok(core)) => Ok(core),
+            Some(Err(shared)) => {
+                *self.lock() = Some(shared);
+                Err(self)
+            }
+            None => Err(self),
+        }
     }
 }
 
 impl AsRawFd for RawSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.core.as_raw_fd()
+        self.fd
     }
 }
 
@@ -468,8 +532,12 @@ impl std::fmt::Display for WrongKind {
 
 impl std::error::Error for WrongKind {}
 
+fn is_tcp(kind: SocketKind) -> bool {
+    matches!(kind, SocketKind::TcpV4 | SocketKind::TcpV6)
+}
+
 fn is_stream(s: &RawSocket) -> bool {
-    matches!(s.kind(), SocketKind::TcpV4 | SocketKind::TcpV6)
+    is_tcp(s.kind())
 }
 
 impl TryFrom<RawSocket> for TcpStream {
@@ -479,7 +547,7 @@ impl TryFrom<RawSocket> for TcpStream {
         if !is_stream(&s) {
             return Err(WrongKind(s));
         }
-        Ok(TcpStream::from_core(s.into_core()))
+        s.into_core().map(TcpStream::from_core).map_err(WrongKind)
     }
 }
 
@@ -490,7 +558,7 @@ impl TryFrom<RawSocket> for TcpListener {
         if !is_stream(&s) {
             return Err(WrongKind(s));
         }
-        Ok(TcpListener::from_core(s.into_core()))
+        s.into_core().map(TcpListener::from_core).map_err(WrongKind)
     }
 }
 
@@ -501,6 +569,6 @@ impl TryFrom<RawSocket> for UdpSocket {
         if is_stream(&s) {
             return Err(WrongKind(s));
         }
-        Ok(UdpSocket::from_core(s.into_core()))
+        s.into_core().map(UdpSocket::from_core).map_err(WrongKind)
     }
 }

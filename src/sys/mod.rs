@@ -77,17 +77,24 @@ pub(crate) fn register(sock: Socket) -> io::Result<AsyncFd<Socket>> {
 
 /// Registers `sock` with the current Tokio reactor for `interest`.
 pub(crate) fn register_with(sock: Socket, interest: Interest) -> io::Result<AsyncFd<Socket>> {
+    register_keep(sock, interest).map_err(|(_, e)| e)
+}
+
+/// Registers `sock`, giving it back with the error if that fails.
+pub(crate) fn register_keep(
+    sock: Socket,
+    interest: Interest,
+) -> Result<AsyncFd<Socket>, (Socket, io::Error)> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(io::Error::other(
-            "hostsock sockets must be created inside a Tokio runtime",
-        ));
+        let e = io::Error::other("hostsock sockets must be created inside a Tokio runtime");
+        return Err((sock, e));
     }
     // SAFETY: `Socket` owns its fd: it stays open and names the same file
     // description until the `Socket` is dropped, which happens only after
     // the `AsyncFd` deregisters it (or after `into_inner` hands it back).
     // `as_raw_fd` always returns that fd, and this crate never takes `&mut`
     // to the inner socket, so it cannot be swapped out.
-    unsafe { AsyncFd::register_with_interest(sock, interest) }.map_err(|e| e.into_parts().1)
+    unsafe { AsyncFd::register_with_interest(sock, interest) }.map_err(|e| e.into_parts())
 }
 
 /// `getsockopt(2)` into `out`; returns the length the kernel reports.
@@ -222,4 +229,15 @@ pub(crate) fn sockname(fd: &impl AsRawFd, peer: bool) -> io::Result<([u8; 128], 
         return Err(io::Error::last_os_error());
     }
     Ok((buf, usize::try_from(len).unwrap_or(0).min(buf.len())))
+}
+
+impl std::os::fd::AsFd for crate::raw::RawSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: `host_fd()` names the socket this `RawSocket` owns for its
+        // whole life: renewing the registration keeps the same fd, and if
+        // a renewal fails the socket is kept (not closed) until the
+        // `RawSocket` is dropped. So the fd is open for the borrow's
+        // lifetime, which is tied to `&self`.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.host_fd()) }
+    }
 }
