@@ -19,7 +19,11 @@
 //! | errors, with a Linux errno each | [`Error`] |
 //!
 //! A program that uses the common subset of `tokio::net` compiles against
-//! `hostsock` by changing its `use` lines only.
+//! `hostsock` by changing its `use` lines only. Async and `try_` methods
+//! return [`hostsock::Result`](Result) (its [`Error`] converts into
+//! `std::io::Error` with `?`, keeping the errno); `poll_` methods return
+//! `std::io::Result`, as tokio's do, so that hand-written futures and
+//! streams can forward them.
 //!
 //! # Timeouts and deadlines
 //!

@@ -241,14 +241,19 @@ impl TcpListener {
     ///
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
-    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(TcpStream, SocketAddr)>> {
+    pub fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<(TcpStream, SocketAddr)>> {
         match self
             .core
             .poll_read_io(cx, |s| accept_allowed(s, self.core.policy()))
         {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok((sock, addr))) => Poll::Ready(self.wrap_accepted(sock, addr)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Ready(Ok((sock, addr))) => {
+                Poll::Ready(self.wrap_accepted(sock, addr).map_err(Into::into))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
     }
 
@@ -530,6 +535,7 @@ impl Stream for Incoming<'_> {
                 Poll::Ready(Some(Ok(stream)))
             }
             Poll::Ready(Err(e)) => {
+                let e = Error::from(e);
                 if is_resource_error(&e) {
                     this.backoff.start();
                 }
