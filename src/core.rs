@@ -382,3 +382,22 @@ pub(crate) async fn finish_connect(core: &Core, addr: &[u8]) -> Result<()> {
         }
     }
 }
+
+/// `AsFd` and `AsRawFd` for a socket type, through its field that owns the
+/// fd.
+macro_rules! impl_fd {
+    ($ty:ty, $field:ident) => {
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                std::os::fd::AsFd::as_fd(&self.$field)
+            }
+        }
+
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(&self.$field)
+            }
+        }
+    };
+}
+pub(crate) use impl_fd;

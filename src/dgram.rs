@@ -654,9 +654,13 @@ impl UdpSocket {
     /// Wraps a `std::net::UdpSocket`; the fd is made non-blocking and
     /// close-on-exec here, and the default policy applies.
     ///
+    /// # Errors
+    ///
+    /// Outside a Tokio runtime this is an error, not a panic.
+    ///
     /// # Panics
     ///
-    /// Outside a Tokio runtime with IO enabled.
+    /// Inside a runtime built without IO enabled (tokio's own panic).
     #[track_caller]
     pub fn from_std(sock: std::net::UdpSocket) -> Result<UdpSocket> {
         let sock = Socket::from(std::os::fd::OwnedFd::from(sock));
@@ -749,14 +753,4 @@ fn recv_from_inet(
     Ok((n, to_inet(from).map_err(io::Error::from)?))
 }
 
-impl std::os::fd::AsFd for UdpSocket {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.core)
-    }
-}
-
-impl std::os::fd::AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.core)
-    }
-}
+crate::core::impl_fd!(UdpSocket, core);

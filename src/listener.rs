@@ -316,9 +316,13 @@ impl TcpListener {
     /// Wraps a `std::net::TcpListener`. The fd is made non-blocking and
     /// close-on-exec here; the default policy applies.
     ///
+    /// # Errors
+    ///
+    /// Outside a Tokio runtime this is an error, not a panic.
+    ///
     /// # Panics
     ///
-    /// Outside a Tokio runtime with IO enabled.
+    /// Inside a runtime built without IO enabled (tokio's own panic).
     ///
     /// # Examples
     ///
@@ -436,17 +440,7 @@ impl TcpListener {
     }
 }
 
-impl std::os::fd::AsFd for TcpListener {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.core)
-    }
-}
-
-impl std::os::fd::AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.core)
-    }
-}
+crate::core::impl_fd!(TcpListener, core);
 
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`, the peer as an INET address.
 /// Repeats until a peer the policy's `AcceptPeer` rules allow: a refused

@@ -274,14 +274,4 @@ impl TcpSocket {
     }
 }
 
-impl std::os::fd::AsFd for TcpSocket {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.sock)
-    }
-}
-
-impl std::os::fd::AsRawFd for TcpSocket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.sock)
-    }
-}
+crate::core::impl_fd!(TcpSocket, sock);

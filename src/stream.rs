@@ -589,9 +589,13 @@ impl TcpStream {
     /// Wraps a `std::net::TcpStream`; the fd is made non-blocking and
     /// close-on-exec here, and the default policy applies.
     ///
+    /// # Errors
+    ///
+    /// Outside a Tokio runtime this is an error, not a panic.
+    ///
     /// # Panics
     ///
-    /// Outside a Tokio runtime with IO enabled.
+    /// Inside a runtime built without IO enabled (tokio's own panic).
     #[track_caller]
     pub fn from_std(stream: std::net::TcpStream) -> Result<TcpStream> {
         let sock = Socket::from(std::os::fd::OwnedFd::from(stream));
@@ -798,14 +802,4 @@ impl AsyncWrite for TcpStream {
     }
 }
 
-impl std::os::fd::AsFd for TcpStream {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.core)
-    }
-}
-
-impl std::os::fd::AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.core)
-    }
-}
+crate::core::impl_fd!(TcpStream, core);

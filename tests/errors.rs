@@ -317,3 +317,14 @@ async fn send_on_unconnected_udp_is_edestaddrreq() {
     assert_eq!(e.errno(), libc::EDESTADDRREQ);
     assert_eq!(io::Error::from(e).raw_os_error(), Some(libc::EDESTADDRREQ));
 }
+
+/// Outside a Tokio runtime, registering a socket is an error, not a panic.
+#[test]
+fn outside_a_runtime_is_an_error_not_a_panic() {
+    let sock = hostsock::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let err = sock.listen(8).unwrap_err();
+    assert!(err.to_string().contains("Tokio runtime"), "{err}");
+    let std_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(hostsock::UdpSocket::from_std(std_udp).is_err());
+}
