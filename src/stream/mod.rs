@@ -3,25 +3,28 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Shutdown, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::os::fd::AsRawFd as _;
-
 use socket2::{Domain, Socket};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
+use tokio::io::{Interest, ReadBuf, Ready};
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
-use crate::core::{Core, each_addr, finish_connect, new_socket};
-use crate::deadline::{self, Dir, PollTimer, Timeouts};
-use crate::error::{Error, Op, Result};
+use crate::core::{Core, each_addr, new_socket};
+use crate::deadline::{self, Dir, PollTimer};
+use crate::error::{Op, Result};
 use crate::opts;
-use crate::policy::{AddrUse, Policy, SocketKind};
+use crate::policy::Policy;
 use crate::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::sys;
+
+mod connect;
+mod rw;
+
+pub(crate) use connect::connect_then_register;
+pub(crate) use rw::{poll_read, poll_write, send_one, send_vectored, vectored_len};
 
 /// A TCP connection.
 ///
@@ -610,195 +613,6 @@ impl TcpStream {
     /// (as tokio leaves it).
     pub fn into_std(self) -> Result<std::net::TcpStream> {
         Ok(self.core.into_socket().into())
-    }
-}
-
-/// Connects a socket not yet registered with the reactor, then registers
-/// it: `connect(2)` first (`EINPROGRESS`, `EALREADY`, `EINTR`: the attempt
-/// goes on), so that the reactor never sees the fresh socket's
-/// `EPOLLOUT | EPOLLHUP` (tokio would keep that "closed" readiness for
-/// good). Then, if pending, wait writable → `connect` again, which gives
-/// the kernel's result and leaves the socket as a blocking connect would.
-/// `timeouts` are the socket's (a `TcpSocket`'s); the write timeout bounds
-/// the wait together with `call_deadline`.
-pub(crate) async fn connect_then_register(
-    sock: Socket,
-    kind: SocketKind,
-    policy: Arc<Policy>,
-    timeouts: Option<&Timeouts>,
-    addr: SocketAddr,
-    call_deadline: Option<Instant>,
-) -> Result<Core> {
-    policy.check_addr(sock.as_raw_fd(), Op::Connect, AddrUse::Connect, addr)?;
-    let bytes = crate::raw::encode_sockaddr(addr);
-    let pending = match sys::connect_bytes(&sock, bytes.as_bytes()) {
-        Ok(()) => false,
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
-            ) =>
-        {
-            true
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let core = Core::registered(sock, policy, kind)?;
-    if let Some(t) = timeouts {
-        core.timeouts().copy_from(t);
-    }
-    if pending {
-        let at = core.timeouts().deadline(Dir::Write, call_deadline);
-        deadline::run(at, Op::Connect, finish_connect(&core, bytes.as_bytes())).await?;
-    }
-    Ok(core)
-}
-
-/// `AsyncRead` for any holder of a stream core and a timer.
-pub(crate) fn poll_read(
-    core: &Core,
-    timer: &mut PollTimer,
-    cx: &mut Context<'_>,
-    buf: &mut ReadBuf<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        let mut guard = match core.async_fd().poll_read_ready(cx) {
-            Poll::Ready(g) => g?,
-            Poll::Pending => {
-                return timed_out_or_pending(timer, cx, core.timeout(Dir::Read), Op::Recv);
-            }
-        };
-        let wanted = buf.remaining();
-        match guard.try_io(|fd| sys::recv_buf(fd.get_ref(), buf, 0)) {
-            Ok(Ok(n)) => {
-                // A short read drained the socket: clear readiness so the
-                // next read waits instead of paying an EAGAIN syscall.
-                if n > 0 && n < wanted {
-                    guard.clear_ready_matching(Ready::READABLE);
-                }
-                timer.disarm();
-                return Poll::Ready(Ok(()));
-            }
-            Ok(Err(e)) => {
-                timer.disarm();
-                return Poll::Ready(Err(e));
-            }
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-/// `AsyncWrite::poll_write`/`poll_write_vectored` for any holder of a
-/// stream core and a timer; `send` is one `send`/`sendmsg` call.
-pub(crate) fn poll_write(
-    core: &Core,
-    timer: &mut PollTimer,
-    cx: &mut Context<'_>,
-    len: usize,
-    mut send: impl FnMut(&Socket) -> io::Result<usize>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        let mut guard = match core.async_fd().poll_write_ready(cx) {
-            Poll::Ready(g) => g?,
-            Poll::Pending => {
-                return timed_out_or_pending(timer, cx, core.timeout(Dir::Write), Op::Send);
-            }
-        };
-        match guard.try_io(|fd| send(fd.get_ref())) {
-            Ok(Ok(n)) => {
-                if n > 0 && n < len {
-                    guard.clear_ready_matching(Ready::WRITABLE);
-                }
-                timer.disarm();
-                return Poll::Ready(Ok(n));
-            }
-            Ok(Err(e)) => {
-                timer.disarm();
-                return Poll::Ready(Err(e));
-            }
-            Err(_would_block) => continue,
-        }
-    }
-}
-
-fn timed_out_or_pending<T>(
-    timer: &mut PollTimer,
-    cx: &mut Context<'_>,
-    timeout: Option<Duration>,
-    op: Op,
-) -> Poll<io::Result<T>> {
-    match timer.poll_expired(cx, timeout) {
-        Poll::Ready(()) => Poll::Ready(Err(Error::timed_out(op).into())),
-        Poll::Pending => Poll::Pending,
-    }
-}
-
-pub(crate) fn send_one<'a>(buf: &'a [u8]) -> impl FnMut(&Socket) -> io::Result<usize> + 'a {
-    move |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL)
-}
-
-pub(crate) fn send_vectored<'a>(
-    bufs: &'a [IoSlice<'a>],
-) -> impl FnMut(&Socket) -> io::Result<usize> + 'a {
-    move |s| s.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
-}
-
-pub(crate) fn vectored_len(bufs: &[IoSlice<'_>]) -> usize {
-    bufs.iter().map(|b| b.len()).sum()
-}
-
-impl AsyncRead for TcpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        poll_read(&this.core, &mut this.read_timer, cx, buf)
-    }
-}
-
-impl AsyncWrite for TcpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        poll_write(
-            &this.core,
-            &mut this.write_timer,
-            cx,
-            buf.len(),
-            send_one(buf),
-        )
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        poll_write(
-            &this.core,
-            &mut this.write_timer,
-            cx,
-            vectored_len(bufs),
-            send_vectored(bufs),
-        )
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.core.shutdown(Shutdown::Write).map_err(io::Error::from))
     }
 }
 

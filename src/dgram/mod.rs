@@ -2,10 +2,9 @@
 //! wake on errors as well as on data.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use std::os::fd::AsRawFd;
 
@@ -15,12 +14,16 @@ use tokio::io::{Interest, ReadBuf, Ready};
 use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
-use crate::core::{Core, each_addr, first_addr, new_socket, to_inet};
+use crate::core::{Core, each_addr, first_addr, new_socket};
 use crate::deadline::Dir;
 use crate::error::{Op, Result};
-use crate::opts;
 use crate::policy::{AddrUse, Policy};
 use crate::sys;
+
+mod options;
+mod recv;
+
+use recv::recv_from_inet;
 
 /// What a datagram receive waits for: data, or a pending error (an ICMP
 /// port unreachable on a connected socket must end a `recv`, not hang it).
@@ -510,142 +513,6 @@ impl UdpSocket {
         self.core.take_error()
     }
 
-    /// Sets `SO_BROADCAST`.
-    pub fn set_broadcast(&self, on: bool) -> Result<()> {
-        self.set(opts::Broadcast, on)
-    }
-
-    /// Gets `SO_BROADCAST`.
-    pub fn broadcast(&self) -> Result<bool> {
-        self.get(opts::Broadcast)
-    }
-
-    /// Sets `IP_TTL` (IPv4).
-    pub fn set_ttl(&self, ttl: u32) -> Result<()> {
-        self.set(opts::IpTtl, ttl)
-    }
-
-    /// Gets `IP_TTL`.
-    pub fn ttl(&self) -> Result<u32> {
-        self.get(opts::IpTtl)
-    }
-
-    /// Sets `IP_MULTICAST_LOOP`.
-    pub fn set_multicast_loop_v4(&self, on: bool) -> Result<()> {
-        self.set(opts::MulticastLoopV4, on)
-    }
-
-    /// Gets `IP_MULTICAST_LOOP`.
-    pub fn multicast_loop_v4(&self) -> Result<bool> {
-        self.get(opts::MulticastLoopV4)
-    }
-
-    /// Sets `IP_MULTICAST_TTL`.
-    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> Result<()> {
-        self.set(opts::MulticastTtlV4, ttl)
-    }
-
-    /// Gets `IP_MULTICAST_TTL`.
-    pub fn multicast_ttl_v4(&self) -> Result<u32> {
-        self.get(opts::MulticastTtlV4)
-    }
-
-    /// Sets `IPV6_MULTICAST_LOOP`.
-    pub fn set_multicast_loop_v6(&self, on: bool) -> Result<()> {
-        self.set(opts::MulticastLoopV6, on)
-    }
-
-    /// Gets `IPV6_MULTICAST_LOOP`.
-    pub fn multicast_loop_v6(&self) -> Result<bool> {
-        self.get(opts::MulticastLoopV6)
-    }
-
-    /// Joins the IPv4 multicast group `multiaddr` on the interface with
-    /// address `interface` (`0.0.0.0`: the kernel chooses).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::net::Ipv4Addr;
-    /// use hostsock::UdpSocket;
-    ///
-    /// #[tokio::main]
-    /// async fn main() -> hostsock::Result<()> {
-    ///     let sock = UdpSocket::bind("0.0.0.0:0").await?;
-    ///     let group = Ipv4Addr::new(239, 1, 2, 3);
-    ///     sock.join_multicast_v4(group, Ipv4Addr::LOCALHOST)?;
-    ///     sock.leave_multicast_v4(group, Ipv4Addr::LOCALHOST)?;
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn join_multicast_v4(&self, multiaddr: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
-        self.set(
-            opts::AddMembershipV4,
-            opts::MembershipV4 {
-                group: multiaddr,
-                interface,
-            },
-        )
-    }
-
-    /// Leaves an IPv4 multicast group; see
-    /// [`join_multicast_v4`](UdpSocket::join_multicast_v4).
-    pub fn leave_multicast_v4(&self, multiaddr: Ipv4Addr, interface: Ipv4Addr) -> Result<()> {
-        self.set(
-            opts::DropMembershipV4,
-            opts::MembershipV4 {
-                group: multiaddr,
-                interface,
-            },
-        )
-    }
-
-    /// Joins the IPv6 multicast group `multiaddr` on interface index
-    /// `interface` (0: the kernel chooses).
-    pub fn join_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> Result<()> {
-        self.set(
-            opts::AddMembershipV6,
-            opts::MembershipV6 {
-                group: *multiaddr,
-                interface,
-            },
-        )
-    }
-
-    /// Leaves an IPv6 multicast group.
-    pub fn leave_multicast_v6(&self, multiaddr: &Ipv6Addr, interface: u32) -> Result<()> {
-        self.set(
-            opts::DropMembershipV6,
-            opts::MembershipV6 {
-                group: *multiaddr,
-                interface,
-            },
-        )
-    }
-
-    /// Sets the receive timeout, as `SO_RCVTIMEO` would, for every async
-    /// receive (`recv`, `recv_from`, `peek_from`): a timed-out error with
-    /// `errno()` = `EAGAIN`. `None` waits forever; `Some(Duration::ZERO)` is
-    /// `EINVAL`, as in std.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
-        self.core.set_timeout(Dir::Read, timeout)
-    }
-
-    /// The receive timeout.
-    pub fn read_timeout(&self) -> Option<Duration> {
-        self.core.timeout(Dir::Read)
-    }
-
-    /// Sets the send timeout, as `SO_SNDTIMEO` would, for every async send.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
-        self.core.set_timeout(Dir::Write, timeout)
-    }
-
-    /// The send timeout.
-    pub fn write_timeout(&self) -> Option<Duration> {
-        self.core.timeout(Dir::Write)
-    }
-
     /// The policy this socket's calls are checked against.
     pub fn policy(&self) -> &Arc<Policy> {
         self.core.policy()
@@ -675,82 +542,6 @@ impl UdpSocket {
     pub fn into_std(self) -> Result<std::net::UdpSocket> {
         Ok(self.core.into_socket().into())
     }
-}
-
-impl UdpSocket {
-    pub(crate) fn from_core(core: Core) -> UdpSocket {
-        UdpSocket {
-            core,
-            error_watch: OnceLock::new(),
-        }
-    }
-
-    fn error_watch(&self) -> io::Result<&AsyncFd<Socket>> {
-        if let Some(w) = self.error_watch.get() {
-            return Ok(w);
-        }
-        let dup = self.core.sock().try_clone()?;
-        let watch = crate::sys::register_with(dup, Interest::PRIORITY)?;
-        // Another thread may have set it first; then ours is dropped.
-        Ok(self.error_watch.get_or_init(|| watch))
-    }
-
-    /// The poll functions' receive: waits for a datagram *or* a pending
-    /// error, like the async forms.
-    fn poll_recv_io<R>(
-        &self,
-        cx: &mut Context<'_>,
-        mut f: impl FnMut(&Socket) -> io::Result<R>,
-    ) -> Poll<io::Result<R>> {
-        loop {
-            match self.core.async_fd().poll_read_ready(cx) {
-                Poll::Ready(Ok(mut guard)) => match guard.try_io(|fd| f(fd.get_ref())) {
-                    Ok(r) => return Poll::Ready(r),
-                    Err(_would_block) => continue,
-                },
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {}
-            }
-            let watch = match self.error_watch() {
-                Ok(w) => w,
-                Err(e) => return Poll::Ready(Err(e)),
-            };
-            match watch.poll_write_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(mut guard)) => match f(self.core.sock()) {
-                    // A stale error wake-up: forget it and wait again.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                    r => return Poll::Ready(r),
-                },
-            }
-        }
-    }
-
-    pub(crate) fn into_core(self) -> Core {
-        self.core
-    }
-
-    pub(crate) fn core(&self) -> &Core {
-        &self.core
-    }
-
-    /// Checks a use of `addr` against the policy's address rules.
-    fn check(&self, usage: AddrUse, op: Op, addr: SocketAddr) -> Result<()> {
-        self.core
-            .policy()
-            .check_addr(self.core.raw_fd(), op, usage, addr)
-            .map_err(Into::into)
-    }
-}
-
-fn recv_from_inet(
-    s: &Socket,
-    buf: &mut [u8],
-    flags: libc::c_int,
-) -> io::Result<(usize, SocketAddr)> {
-    let (n, from) = sys::recv_from(s, buf, flags)?;
-    Ok((n, to_inet(from).map_err(io::Error::from)?))
 }
 
 crate::core::impl_fd!(UdpSocket, core);
