@@ -59,6 +59,7 @@
 #![cfg_attr(test, deny(warnings))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod cmsg;
 mod core;
 mod deadline;
 mod dgram;
