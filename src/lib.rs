@@ -65,6 +65,7 @@ mod deadline;
 mod dgram;
 mod error;
 mod listener;
+pub mod msg;
 pub mod opts;
 pub mod policy;
 pub mod raw;
@@ -75,7 +76,7 @@ mod stream;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use dgram::UdpSocket;
+pub use dgram::{DatagramInfo, UdpSocket};
 pub use error::{Asked, Denial, Error, Op, Result, Rule};
 pub use listener::{Incoming, TcpListener};
 pub use policy::Policy;

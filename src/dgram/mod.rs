@@ -20,14 +20,17 @@ use crate::error::{Op, Result};
 use crate::policy::{AddrUse, Policy};
 use crate::sys;
 
+mod msg;
 mod options;
 mod recv;
+
+pub use msg::DatagramInfo;
 
 use recv::recv_from_inet;
 
 /// What a datagram receive waits for: data, or a pending error (an ICMP
 /// port unreachable on a connected socket must end a `recv`, not hang it).
-const RECV_INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
+pub(crate) const RECV_INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
 
 /// A UDP socket.
 ///

@@ -42,10 +42,11 @@ impl AddrUse {
     }
 
     /// The errno the raw layer gives when this use is denied: `EACCES` for
-    /// bind, `ECONNREFUSED` otherwise (SPEC.md, "Address rules").
+    /// a local address (bind, a PKTINFO source), `ECONNREFUSED` for a remote
+    /// one (SPEC.md, "Address rules").
     pub const fn denial_errno(self) -> i32 {
         match self {
-            AddrUse::Bind => libc::EACCES,
+            AddrUse::Bind | AddrUse::SourceViaPktinfo => libc::EACCES,
             _ => libc::ECONNREFUSED,
         }
     }

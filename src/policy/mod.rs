@@ -141,7 +141,34 @@ pub struct Policy {
     rules: Vec<AddrRule>,
     default_verdict: Verdict,
     audit: Option<AuditHook>,
+    recv_flags: i32,
+    send_flags: i32,
+    keep_unknown_cmsgs: bool,
+    control_max: usize,
 }
+
+/// The receive flags SPEC.md allows (`MSG_CMSG_CLOEXEC` and
+/// `MSG_NOSIGNAL` are accepted and have no effect, as in Linux).
+pub const RECV_FLAGS: i32 = libc::MSG_DONTWAIT
+    | libc::MSG_PEEK
+    | libc::MSG_TRUNC
+    | libc::MSG_WAITALL
+    | libc::MSG_ERRQUEUE
+    | libc::MSG_OOB
+    | libc::MSG_CMSG_CLOEXEC
+    | libc::MSG_NOSIGNAL;
+
+/// The send flags SPEC.md allows, the same on every send path.
+pub const SEND_FLAGS: i32 = libc::MSG_DONTWAIT
+    | libc::MSG_EOR
+    | libc::MSG_MORE
+    | libc::MSG_NOSIGNAL
+    | libc::MSG_OOB
+    | libc::MSG_FASTOPEN
+    | libc::MSG_CONFIRM;
+
+/// The largest control buffer handed to the host (SPEC.md: 1024 bytes).
+pub const CONTROL_MAX: usize = 1024;
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -160,6 +187,10 @@ impl fmt::Debug for Policy {
             .field("rules", &self.rules)
             .field("default_verdict", &self.default_verdict)
             .field("audit", &self.audit.is_some())
+            .field("recv_flags", &self.recv_flags)
+            .field("send_flags", &self.send_flags)
+            .field("keep_unknown_cmsgs", &self.keep_unknown_cmsgs)
+            .field("control_max", &self.control_max)
             .finish()
     }
 }
@@ -182,6 +213,10 @@ impl Default for Policy {
             rules: Vec::new(),
             default_verdict: Verdict::Allow,
             audit: None,
+            recv_flags: RECV_FLAGS,
+            send_flags: SEND_FLAGS,
+            keep_unknown_cmsgs: false,
+            control_max: CONTROL_MAX,
         }
     }
 }
@@ -351,6 +386,27 @@ impl Policy {
         }
     }
 
+    /// The receive flags allowed (others are `EINVAL`).
+    pub fn recv_flags(&self) -> i32 {
+        self.recv_flags
+    }
+
+    /// The send flags allowed (others are `EINVAL`).
+    pub fn send_flags(&self) -> i32 {
+        self.send_flags
+    }
+
+    /// Are received control messages this crate does not list handed over
+    /// (`Cmsg::Unknown`) rather than dropped with `MSG_CTRUNC` set?
+    pub fn keeps_unknown_cmsgs(&self) -> bool {
+        self.keep_unknown_cmsgs
+    }
+
+    /// The largest control buffer handed to the host.
+    pub fn control_max(&self) -> usize {
+        self.control_max
+    }
+
     pub(crate) fn row_on(&self, index: usize) -> bool {
         self.opts_on & (1u128 << index) != 0
     }
@@ -456,6 +512,28 @@ impl PolicyBuilder {
     /// The verdict for addresses no rule matches (default: allow).
     pub fn default_verdict(mut self, verdict: Verdict) -> Self {
         self.policy.default_verdict = verdict;
+        self
+    }
+
+    /// Narrows the receive and send flags allowed (what is not in SPEC.md's
+    /// masks stays refused).
+    pub fn message_flags(mut self, recv: i32, send: i32) -> Self {
+        self.policy.recv_flags = recv & RECV_FLAGS;
+        self.policy.send_flags = send & SEND_FLAGS;
+        self
+    }
+
+    /// Hands received control messages this crate does not list over as
+    /// `Cmsg::Unknown` instead of dropping them (and setting `MSG_CTRUNC`).
+    pub fn keep_unknown_cmsgs(mut self, keep: bool) -> Self {
+        self.policy.keep_unknown_cmsgs = keep;
+        self
+    }
+
+    /// The largest control buffer handed to the host (at most 1024 bytes,
+    /// SPEC.md's cap; the fixed buffers are that size).
+    pub fn control_max(mut self, max: usize) -> Self {
+        self.policy.control_max = max.min(CONTROL_MAX);
         self
     }
 

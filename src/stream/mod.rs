@@ -21,6 +21,7 @@ use crate::split::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, WriteHalf};
 use crate::sys;
 
 mod connect;
+mod msg;
 mod rw;
 
 pub(crate) use connect::connect_then_register;

@@ -241,3 +241,87 @@ impl std::os::fd::AsFd for crate::raw::RawSocket {
         unsafe { std::os::fd::BorrowedFd::borrow_raw(self.host_fd()) }
     }
 }
+
+/// What one `recvmsg(2)` gave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MsgOut {
+    /// The return value: bytes received (with `MSG_TRUNC`, the datagram's
+    /// real length).
+    pub(crate) len: usize,
+    /// `msg_flags` as the kernel set them.
+    pub(crate) flags: libc::c_int,
+    /// `msg_namelen` (0 if no address was asked for or given).
+    pub(crate) addr_len: usize,
+    /// `msg_controllen`.
+    pub(crate) control_len: usize,
+}
+
+/// `recvmsg(2)`: into `bufs`, the source address into `addr` (if given),
+/// control messages into `control`. One syscall.
+pub(crate) fn recvmsg(
+    fd: &impl AsRawFd,
+    bufs: &mut [std::io::IoSliceMut<'_>],
+    addr: Option<&mut [u8; 128]>,
+    control: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<MsgOut> {
+    // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some(a) = addr {
+        msg.msg_name = a.as_mut_ptr().cast();
+        msg.msg_namelen = a.len() as libc::socklen_t;
+    }
+    // `IoSliceMut` is ABI-compatible with `iovec` on Unix (std guarantees
+    // it), so the slice can be the iovec array.
+    msg.msg_iov = bufs.as_mut_ptr().cast();
+    msg.msg_iovlen = bufs.len() as _;
+    if !control.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() as _;
+    }
+    // SAFETY: every pointer in `msg` points into a live buffer of the
+    // length next to it (name, iovecs, control), all borrowed mutably for
+    // this call; the kernel writes at most those lengths.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(MsgOut {
+        len: n as usize,
+        flags: msg.msg_flags,
+        addr_len: msg.msg_namelen as usize,
+        control_len: (msg.msg_controllen as usize).min(control.len()),
+    })
+}
+
+/// `sendmsg(2)` of `bufs` to `addr` (empty: the connected peer) with the
+/// control bytes `control` (empty: none). `MSG_NOSIGNAL` is always added.
+pub(crate) fn sendmsg(
+    fd: &impl AsRawFd,
+    bufs: &[std::io::IoSlice<'_>],
+    addr: &[u8],
+    control: &[u8],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid `msghdr`.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if !addr.is_empty() {
+        msg.msg_name = addr.as_ptr().cast_mut().cast();
+        msg.msg_namelen = addr.len() as libc::socklen_t;
+    }
+    // `IoSlice` is ABI-compatible with `iovec` on Unix.
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len() as _;
+    if !control.is_empty() {
+        msg.msg_control = control.as_ptr().cast_mut().cast();
+        msg.msg_controllen = control.len() as _;
+    }
+    // SAFETY: every pointer in `msg` points into a live buffer of the
+    // length next to it; sendmsg(2) only reads through them (the `*mut`
+    // casts are what the C struct needs).
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}

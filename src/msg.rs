@@ -1,0 +1,561 @@
+//! Messages: `send_msg`/`recv_msg` with flags and control messages, on
+//! `UdpSocket` and `TcpStream`. One `sendmsg`/`recvmsg` per call (a
+//! `MSG_WAITALL` stream receive loops until full), no heap allocation: the
+//! control messages to send are encoded into a 1024-byte buffer on the
+//! stack, and received ones are decoded from the caller's buffer.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::time::Instant;
+
+use crate::cmsg::{Cmsg, CmsgBuf, CmsgIter, filter_received};
+use crate::core::Core;
+use crate::deadline::Dir;
+use crate::error::{Error, Op, Result};
+use crate::policy::{AddrUse, CONTROL_MAX};
+use crate::raw::{SockaddrBytes, encode_sockaddr};
+use crate::sys;
+
+macro_rules! flags_type {
+    ($(#[$doc:meta])* $name:ident { $($(#[$cdoc:meta])* $c:ident = $v:ident,)* }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub struct $name(i32);
+
+        impl $name {
+            /// No flags.
+            pub const EMPTY: $name = $name(0);
+            $($(#[$cdoc])* pub const $c: $name = $name(libc::$v);)*
+
+            /// The C value.
+            pub const fn bits(self) -> i32 {
+                self.0
+            }
+
+            /// Does this set hold all of `other`?
+            pub const fn contains(self, other: $name) -> bool {
+                self.0 & other.0 == other.0
+            }
+        }
+
+        impl std::ops::BitOr for $name {
+            type Output = $name;
+            fn bitor(self, rhs: $name) -> $name {
+                $name(self.0 | rhs.0)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut list = f.debug_set();
+                $(if self.0 & libc::$v != 0 { list.entry(&stringify!($v)); })*
+                list.finish()
+            }
+        }
+    };
+}
+
+flags_type! {
+    /// Flags for [`recv_msg`](crate::UdpSocket::recv_msg).
+    RecvFlags {
+        /// Do not wait (one try: `EAGAIN` if nothing is queued).
+        DONTWAIT = MSG_DONTWAIT,
+        /// Look without taking the data off the queue.
+        PEEK = MSG_PEEK,
+        /// Datagrams: return the real length even if the buffers are
+        /// shorter.
+        TRUNC = MSG_TRUNC,
+        /// Streams: wait until the buffers are full (or end of stream, an
+        /// error, the deadline).
+        WAITALL = MSG_WAITALL,
+        /// Read the error queue (`IP_RECVERR`); never waits.
+        ERRQUEUE = MSG_ERRQUEUE,
+        /// Out-of-band data.
+        OOB = MSG_OOB,
+    }
+}
+
+flags_type! {
+    /// Flags for [`send_msg`](crate::UdpSocket::send_msg). `MSG_NOSIGNAL`
+    /// is always used: no send ever raises `SIGPIPE`.
+    SendFlags {
+        /// Do not wait (one try: `EAGAIN` if there is no room).
+        DONTWAIT = MSG_DONTWAIT,
+        /// End of record.
+        EOR = MSG_EOR,
+        /// More data follows (cork).
+        MORE = MSG_MORE,
+        /// Out-of-band data.
+        OOB = MSG_OOB,
+        /// The neighbour is reachable (skip ARP/ND probing).
+        CONFIRM = MSG_CONFIRM,
+    }
+}
+
+flags_type! {
+    /// The flags the kernel set on a received message (`msg_flags`).
+    MsgFlags {
+        /// The datagram was longer than the buffers.
+        TRUNC = MSG_TRUNC,
+        /// Control messages were dropped: the buffer was short, or the
+        /// policy dropped a message it does not list.
+        CTRUNC = MSG_CTRUNC,
+        /// End of record.
+        EOR = MSG_EOR,
+        /// Out-of-band data.
+        OOB = MSG_OOB,
+        /// The message came from the error queue.
+        ERRQUEUE = MSG_ERRQUEUE,
+    }
+}
+
+/// What [`recv_msg`](crate::UdpSocket::recv_msg) received.
+#[derive(Clone, Copy, Debug)]
+pub struct RecvMeta<'c> {
+    /// Bytes written into the buffers.
+    pub len: usize,
+    /// The kernel's answer: with [`RecvFlags::TRUNC`] on a datagram socket,
+    /// the datagram's real length (may exceed the buffers); otherwise
+    /// `len`.
+    pub full_len: usize,
+    /// The flags the kernel set (and `CTRUNC` if the policy dropped a
+    /// control message).
+    pub flags: MsgFlags,
+    /// The source address (datagram sockets).
+    pub addr: Option<SocketAddr>,
+    control: &'c [u8],
+    keep_unknown: bool,
+}
+
+impl<'c> RecvMeta<'c> {
+    /// Was the datagram longer than the buffers?
+    pub fn truncated(&self) -> bool {
+        self.flags.contains(MsgFlags::TRUNC)
+    }
+
+    /// Were control messages lost (short buffer or policy)?
+    pub fn control_truncated(&self) -> bool {
+        self.flags.contains(MsgFlags::CTRUNC)
+    }
+
+    /// The control messages, decoded (no allocation).
+    pub fn cmsgs(&self) -> impl Iterator<Item = Cmsg<'c>> + 'c {
+        let keep = self.keep_unknown;
+        CmsgIter::new(self.control).filter(move |m| keep || !matches!(m, Cmsg::Unknown { .. }))
+    }
+
+    /// The control bytes as received (after the policy's filter).
+    pub fn control_bytes(&self) -> &'c [u8] {
+        self.control
+    }
+}
+
+/// The sockaddr bytes for an optional destination (empty: connected).
+fn dest(to: Option<SocketAddr>) -> SockaddrBytes {
+    match to {
+        Some(a) => encode_sockaddr(a),
+        None => SockaddrBytes::from_bytes(&[]),
+    }
+}
+
+/// Checks and encodes typed send control messages: only send types, in
+/// range (`EINVAL`); PKTINFO sources against the `SourceViaPktinfo` rules.
+pub(crate) fn encode_send(
+    core: &Core,
+    cmsgs: &[Cmsg<'_>],
+    out: &mut CmsgBuf<CONTROL_MAX>,
+) -> Result<()> {
+    for m in cmsgs {
+        if !m.sendable() {
+            return Err(Error::Io(io::Error::from_raw_os_error(libc::EINVAL)));
+        }
+        if let Some(src) = m.pktinfo_source() {
+            core.policy().check_addr(
+                core.raw_fd(),
+                Op::Send,
+                AddrUse::SourceViaPktinfo,
+                SocketAddr::new(src, 0),
+            )?;
+        }
+        out.push(m).map_err(|e| Error::Io(e.into()))?;
+    }
+    Ok(())
+}
+
+/// What one send needs, checked and encoded once before any waiting.
+pub(crate) struct Outgoing {
+    to: SockaddrBytes,
+    control: CmsgBuf<CONTROL_MAX>,
+    flags: i32,
+}
+
+impl Outgoing {
+    pub(crate) fn new(
+        core: &Core,
+        to: Option<SocketAddr>,
+        cmsgs: &[Cmsg<'_>],
+        flags: SendFlags,
+    ) -> Result<Outgoing> {
+        if let Some(a) = to {
+            core.policy()
+                .check_addr(core.raw_fd(), Op::Send, AddrUse::SendTo, a)?;
+        }
+        let mut control = CmsgBuf::new();
+        encode_send(core, cmsgs, &mut control)?;
+        Ok(Outgoing {
+            to: dest(to),
+            control,
+            flags: flags.bits() & !libc::MSG_DONTWAIT,
+        })
+    }
+
+    pub(crate) fn send(&self, s: &Socket, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        sys::sendmsg(
+            s,
+            bufs,
+            self.to.as_bytes(),
+            self.control.as_bytes(),
+            self.flags,
+        )
+    }
+}
+
+/// One `recvmsg` (after `SHUT_RD`, a would-block is end of stream): the
+/// source address bytes and what the kernel reported.
+fn recv_raw(
+    core: &Core,
+    s: &Socket,
+    bufs: &mut [IoSliceMut<'_>],
+    control: &mut [u8],
+    flags: i32,
+) -> io::Result<([u8; 128], sys::MsgOut)> {
+    let mut name = [0u8; 128];
+    let cap = control.len().min(core.policy().control_max());
+    let out = sys::recvmsg(s, bufs, Some(&mut name), &mut control[..cap], flags);
+    let out = core.eof_if_shut(out, || sys::MsgOut {
+        len: 0,
+        flags: 0,
+        addr_len: 0,
+        control_len: 0,
+    })?;
+    Ok((name, out))
+}
+
+/// The whole receive: one try for `DONTWAIT`/`ERRQUEUE`, else waiting on
+/// `interest` until the deadline (or the read timeout); `WAITALL` loops on
+/// streams until the buffers are full, end of stream, an error or the
+/// deadline (bytes already received are returned rather than the error).
+pub(crate) async fn recv_msg<'c>(
+    core: &Core,
+    interest: Interest,
+    stream: bool,
+    bufs: &mut [IoSliceMut<'_>],
+    control: &'c mut [u8],
+    flags: RecvFlags,
+    deadline: Option<Instant>,
+) -> Result<RecvMeta<'c>> {
+    let f = flags.bits();
+    if f & libc::MSG_WAITALL != 0 && stream && f & libc::MSG_PEEK == 0 {
+        return recv_waitall(core, interest, bufs, control, f, deadline).await;
+    }
+    let host_flags = f & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
+    let (name, out) = if f & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {
+        core.try_io_now(|s| recv_raw(core, s, bufs, control, host_flags))?
+    } else {
+        core.io(interest, Dir::Read, Op::Recv, deadline, |s| {
+            recv_raw(core, s, bufs, control, host_flags)
+        })
+        .await?
+    };
+    Ok(finish(core, bufs, control, &name, out))
+}
+
+fn finish<'c>(
+    core: &Core,
+    bufs: &[IoSliceMut<'_>],
+    control: &'c mut [u8],
+    name: &[u8; 128],
+    out: sys::MsgOut,
+) -> RecvMeta<'c> {
+    let capacity: usize = bufs.iter().map(|b| b.len()).sum();
+    let keep = core.policy().keeps_unknown_cmsgs();
+    let (kept, dropped) = filter_received(control, out.control_len, keep);
+    let mut msg_flags = out.flags;
+    if dropped {
+        msg_flags |= libc::MSG_CTRUNC;
+    }
+    let control: &'c [u8] = &control[..kept];
+    RecvMeta {
+        len: out.len.min(capacity),
+        full_len: out.len,
+        flags: MsgFlags(msg_flags),
+        addr: SockaddrBytes::from_bytes(&name[..out.addr_len.min(128)]).to_socket_addr(),
+        control,
+        keep_unknown: keep,
+    }
+}
+
+/// `MSG_WAITALL` on a stream: receives until the buffers are full. The
+/// slices in `bufs` are advanced past what was filled.
+async fn recv_waitall<'c>(
+    core: &Core,
+    interest: Interest,
+    mut bufs: &mut [IoSliceMut<'_>],
+    control: &'c mut [u8],
+    flags: i32,
+    deadline: Option<Instant>,
+) -> Result<RecvMeta<'c>> {
+    let host_flags = flags & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
+    let at = core.timeouts().deadline(Dir::Read, deadline);
+    let mut total = 0usize;
+    let mut last = sys::MsgOut {
+        len: 0,
+        flags: 0,
+        addr_len: 0,
+        control_len: 0,
+    };
+    let name = [0u8; 128];
+    loop {
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
+        if want == 0 {
+            break;
+        }
+        let step = core
+            .io(interest, Dir::Read, Op::Recv, at, |s| {
+                recv_raw(core, s, bufs, control, host_flags)
+            })
+            .await;
+        match step {
+            Ok((_, out)) if out.len == 0 => break,
+            Ok((_, out)) => {
+                total += out.len;
+                last = out;
+                IoSliceMut::advance_slices(&mut bufs, out.len);
+            }
+            Err(_) if total > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut meta = finish(core, &[], control, &name, last);
+    meta.len = total;
+    meta.full_len = total;
+    Ok(meta)
+}
+
+/// The whole send: one try for `DONTWAIT`, else waiting for room until the
+/// deadline (or the write timeout).
+pub(crate) async fn send_msg(
+    core: &Core,
+    bufs: &[IoSlice<'_>],
+    to: Option<SocketAddr>,
+    cmsgs: &[Cmsg<'_>],
+    flags: SendFlags,
+    deadline: Option<Instant>,
+) -> Result<usize> {
+    let out = Outgoing::new(core, to, cmsgs, flags)?;
+    if flags.contains(SendFlags::DONTWAIT) {
+        return Ok(core.try_io_now(|s| out.send(s, bufs))?);
+    }
+    core.io(Interest::WRITABLE, Dir::Write, Op::Send, deadline, |s| {
+        out.send(s, bufs)
+    })
+    .await
+}
+
+/// `poll_` form of a receive, for any readiness poller (`poll`: the
+/// datagram one that also wakes on errors, or the stream one).
+pub(crate) fn poll_recv_msg<'c>(
+    core: &Core,
+    poll: impl FnOnce(
+        &mut dyn FnMut(&Socket) -> io::Result<([u8; 128], sys::MsgOut)>,
+    ) -> Poll<io::Result<([u8; 128], sys::MsgOut)>>,
+    bufs: &mut [IoSliceMut<'_>],
+    control: &'c mut [u8],
+    flags: RecvFlags,
+) -> Poll<io::Result<RecvMeta<'c>>> {
+    let host_flags = flags.bits() & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
+    let mut once = |s: &Socket| recv_raw(core, s, bufs, control, host_flags);
+    match poll(&mut once) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Ready(Ok((name, out))) => Poll::Ready(Ok(finish(core, bufs, control, &name, out))),
+    }
+}
+
+/// `poll_` form of a send (no deadline: poll functions keep no timer).
+pub(crate) fn poll_send_msg(
+    core: &Core,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+    to: Option<SocketAddr>,
+    cmsgs: &[Cmsg<'_>],
+    flags: SendFlags,
+) -> Poll<io::Result<usize>> {
+    let out = match Outgoing::new(core, to, cmsgs, flags) {
+        Ok(o) => o,
+        Err(e) => return Poll::Ready(Err(e.into())),
+    };
+    core.poll_write_io(cx, |s| out.send(s, bufs))
+}
+
+/// The message methods of a socket type; `$interest` is what a receive
+/// waits for, `$stream` whether `WAITALL` is emulated.
+macro_rules! msg_methods {
+    ($ty:ty, $interest:expr, $stream:expr, $example:literal) => {
+        impl $ty {
+            /// Sends the bytes of `bufs` as one message (one `sendmsg(2)`),
+            /// to `to` (or the connected peer), with control messages
+            /// `cmsgs`, waiting for room unless `flags` has `DONTWAIT`.
+            ///
+            /// Each control message must be a send type in range
+            /// (`EINVAL` otherwise); a PKTINFO source address is checked
+            /// against the policy's `SourceViaPktinfo` rules, `to` against
+            /// its `SendTo` rules. No heap allocation.
+            ///
+            /// # Examples
+            ///
+            #[doc = $example]
+            ///
+            /// # Cancel safety
+            ///
+            /// This method is cancel safe: if it is dropped before it
+            /// completes, nothing was sent.
+            pub async fn send_msg(
+                &self,
+                bufs: &[std::io::IoSlice<'_>],
+                to: Option<std::net::SocketAddr>,
+                cmsgs: &[$crate::cmsg::Cmsg<'_>],
+                flags: $crate::msg::SendFlags,
+            ) -> $crate::Result<usize> {
+                self.send_msg_deadline(bufs, to, cmsgs, flags, None).await
+            }
+
+            /// [`send_msg`](Self::send_msg) that gives up at `deadline` (or
+            /// the write timeout) with a timed-out error (`EAGAIN`).
+            ///
+            /// # Cancel safety
+            ///
+            /// This method is cancel safe.
+            pub async fn send_msg_deadline(
+                &self,
+                bufs: &[std::io::IoSlice<'_>],
+                to: Option<std::net::SocketAddr>,
+                cmsgs: &[$crate::cmsg::Cmsg<'_>],
+                flags: $crate::msg::SendFlags,
+                deadline: impl Into<Option<tokio::time::Instant>>,
+            ) -> $crate::Result<usize> {
+                $crate::msg::send_msg(self.core(), bufs, to, cmsgs, flags, deadline.into()).await
+            }
+
+            /// [`send_msg`](Self::send_msg) once, now: `EAGAIN` if there is
+            /// no room.
+            pub fn try_send_msg(
+                &self,
+                bufs: &[std::io::IoSlice<'_>],
+                to: Option<std::net::SocketAddr>,
+                cmsgs: &[$crate::cmsg::Cmsg<'_>],
+                flags: $crate::msg::SendFlags,
+            ) -> $crate::Result<usize> {
+                let out = $crate::msg::Outgoing::new(self.core(), to, cmsgs, flags)?;
+                self.core()
+                    .try_io(tokio::io::Interest::WRITABLE, |s| out.send(s, bufs))
+            }
+
+            /// Polls to send a message; see [`send_msg`](Self::send_msg).
+            ///
+            /// # Return value
+            ///
+            /// * `Poll::Pending` if there is no room yet,
+            /// * `Poll::Ready(Ok(n))` with the bytes sent,
+            /// * `Poll::Ready(Err(e))` on an error.
+            ///
+            /// Only the `Waker` from the `Context` passed to the most
+            /// recent call is scheduled to receive a wakeup.
+            pub fn poll_send_msg(
+                &self,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+                to: Option<std::net::SocketAddr>,
+                cmsgs: &[$crate::cmsg::Cmsg<'_>],
+                flags: $crate::msg::SendFlags,
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                $crate::msg::poll_send_msg(self.core(), cx, bufs, to, cmsgs, flags)
+            }
+
+            /// Receives one message (one `recvmsg(2)`; `WAITALL` on a
+            /// stream loops until the buffers are full) into `bufs`, its
+            /// control messages into `control` (at most 1024 bytes of it are
+            /// used, SPEC.md's cap), waiting unless `flags` has `DONTWAIT`
+            /// or `ERRQUEUE` (the error queue never waits). Control messages
+            /// the policy does not list are dropped and `CTRUNC` is set. No
+            /// heap allocation.
+            ///
+            /// # Cancel safety
+            ///
+            /// This method is cancel safe: if it is dropped before it
+            /// completes, nothing was received (with `WAITALL` on a stream,
+            /// bytes received before the drop are lost: do not race it).
+            pub async fn recv_msg<'c>(
+                &self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+                control: &'c mut [u8],
+                flags: $crate::msg::RecvFlags,
+            ) -> $crate::Result<$crate::msg::RecvMeta<'c>> {
+                self.recv_msg_deadline(bufs, control, flags, None).await
+            }
+
+            /// [`recv_msg`](Self::recv_msg) that gives up at `deadline` (or
+            /// the read timeout) with a timed-out error (`EAGAIN`).
+            ///
+            /// # Cancel safety
+            ///
+            /// As [`recv_msg`](Self::recv_msg).
+            pub async fn recv_msg_deadline<'c>(
+                &self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+                control: &'c mut [u8],
+                flags: $crate::msg::RecvFlags,
+                deadline: impl Into<Option<tokio::time::Instant>>,
+            ) -> $crate::Result<$crate::msg::RecvMeta<'c>> {
+                $crate::msg::recv_msg(
+                    self.core(),
+                    $interest,
+                    $stream,
+                    bufs,
+                    control,
+                    flags,
+                    deadline.into(),
+                )
+                .await
+            }
+
+            /// [`recv_msg`](Self::recv_msg) once, now: `EAGAIN` if nothing
+            /// is queued.
+            pub fn try_recv_msg<'c>(
+                &self,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+                control: &'c mut [u8],
+                flags: $crate::msg::RecvFlags,
+            ) -> $crate::Result<$crate::msg::RecvMeta<'c>> {
+                let flags = flags | $crate::msg::RecvFlags::DONTWAIT;
+                let fut = $crate::msg::recv_msg(
+                    self.core(),
+                    $interest,
+                    $stream,
+                    bufs,
+                    control,
+                    flags,
+                    None,
+                );
+                futures::FutureExt::now_or_never(fut).unwrap_or_else(|| {
+                    Err(std::io::Error::from(std::io::ErrorKind::WouldBlock).into())
+                })
+            }
+        }
+    };
+}
+pub(crate) use msg_methods;
