@@ -49,6 +49,7 @@
 //! ```
 
 mod errno;
+mod msg;
 mod sockaddr;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -60,6 +61,7 @@ use tokio::io::Interest;
 use tokio::time::Instant;
 
 pub use errno::Errno;
+pub use msg::{MAX_GUEST_CONTROL, MAX_IOVECS, RawRecv, SendError};
 pub use sockaddr::{SockaddrBytes, encode as encode_sockaddr};
 
 use crate::core::{Core, finish_connect};
