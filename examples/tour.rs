@@ -28,6 +28,8 @@ async fn main() -> hostsock::Result<()> {
 
     tcp_echo().await?;
     udp_exchange().await?;
+    per_datagram().await?;
+
     deadlines().await?;
     icmp_error().await?;
     policy_and_raw().await?;
@@ -103,6 +105,43 @@ async fn udp_exchange() -> hostsock::Result<()> {
     b.send_to(b"pong", from).await?;
     let (n, _) = a.recv_from(&mut buf).await?;
     println!("   a received {:?}", String::from_utf8_lossy(&buf[..n]));
+    Ok(())
+}
+
+/// Per-datagram control messages: the TOS a client sets on one datagram,
+/// the local address it was sent to, and a reply from that address.
+async fn per_datagram() -> hostsock::Result<()> {
+    use hostsock::cmsg::Cmsg;
+    use hostsock::msg::SendFlags;
+    use std::io::IoSlice;
+
+    println!("\n2b. Per-datagram control messages");
+    let server = UdpSocket::bind("0.0.0.0:0").await?;
+    server.enable_info()?;
+    let port = server.local_addr()?.port();
+    let client = UdpSocket::bind("127.0.0.1:0").await?;
+    let to: std::net::SocketAddr = ([127, 0, 0, 2], port).into();
+    client
+        .send_msg(
+            &[IoSlice::new(b"marked")],
+            Some(to),
+            &[Cmsg::Tos(0x28)],
+            SendFlags::EMPTY,
+        )
+        .await?;
+    let mut buf = [0u8; 64];
+    let (n, info) = server.recv_with_info(&mut buf).await?;
+    println!(
+        "   the server (on 0.0.0.0) got {n} bytes sent to {:?} with TOS {:?}",
+        info.local, info.tos
+    );
+    if let Some(local) = info.local {
+        server
+            .send_from(&buf[..n], info.from, local, info.tos)
+            .await?;
+        let (_, from) = client.recv_from(&mut buf).await?;
+        println!("   its answer came from {from}, the address the client asked");
+    }
     Ok(())
 }
 
