@@ -125,10 +125,7 @@ fn small_int(b: &[u8]) -> Option<i32> {
 }
 
 fn inet_sockaddr(b: &[u8]) -> Option<SocketAddr> {
-    match crate::raw::SockaddrBytes::from_bytes(b).to_socket_addr() {
-        Some(a) => Some(a),
-        None => None,
-    }
+    crate::raw::SockaddrBytes::from_bytes(b).to_socket_addr()
 }
 
 fn extended_error(b: &[u8]) -> Option<ExtendedError> {
