@@ -236,12 +236,7 @@ fn recv_raw(
     let mut name = [0u8; 128];
     let cap = control.len().min(core.policy().control_max());
     let out = sys::recvmsg(s, bufs, Some(&mut name), &mut control[..cap], flags);
-    let out = core.eof_if_shut(out, || sys::MsgOut {
-        len: 0,
-        flags: 0,
-        addr_len: 0,
-        control_len: 0,
-    })?;
+    let out = core.eof_if_shut(out, || sys::MsgOut::EOF)?;
     Ok((name, out))
 }
 
@@ -312,12 +307,7 @@ async fn recv_waitall<'c>(
     let host_flags = flags & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
     let at = core.timeouts().deadline(Dir::Read, deadline);
     let mut total = 0usize;
-    let mut last = sys::MsgOut {
-        len: 0,
-        flags: 0,
-        addr_len: 0,
-        control_len: 0,
-    };
+    let mut last = sys::MsgOut::EOF;
     let name = [0u8; 128];
     loop {
         let want: usize = bufs.iter().map(|b| b.len()).sum();

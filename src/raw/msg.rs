@@ -184,12 +184,7 @@ impl RawSocket {
         let mut once = |s: &Socket, bufs: &mut [IoSliceMut<'_>], got: &mut RawRecv| {
             let addr = if want_addr { Some(&mut name) } else { None };
             let out = sys::recvmsg(s, bufs, addr, &mut got.control[..cap], host_flags);
-            core.eof_if_shut(out, || sys::MsgOut {
-                len: 0,
-                flags: 0,
-                addr_len: 0,
-                control_len: 0,
-            })
+            core.eof_if_shut(out, || sys::MsgOut::EOF)
         };
         let out = if no_wait {
             core.try_io_now(|s| once(s, bufs, &mut got))?
@@ -220,12 +215,7 @@ impl RawSocket {
                     Err(e) => return Err(errno(e)),
                 }
             }
-            let mut out = last.unwrap_or(sys::MsgOut {
-                len: 0,
-                flags: 0,
-                addr_len: 0,
-                control_len: 0,
-            });
+            let mut out = last.unwrap_or(sys::MsgOut::EOF);
             out.len = total;
             out
         } else {

@@ -256,6 +256,16 @@ pub(crate) struct MsgOut {
     pub(crate) control_len: usize,
 }
 
+impl MsgOut {
+    /// What a receive at end of stream reports: nothing, no flags.
+    pub(crate) const EOF: MsgOut = MsgOut {
+        len: 0,
+        flags: 0,
+        addr_len: 0,
+        control_len: 0,
+    };
+}
+
 /// `recvmsg(2)`: into `bufs`, the source address into `addr` (if given),
 /// control messages into `control`. One syscall.
 pub(crate) fn recvmsg(
