@@ -15,7 +15,9 @@ use hostsock::UdpSocket;
 
 #[tokio::main]
 async fn main() -> hostsock::Result<()> {
-    let arg = std::env::args().nth(1).unwrap_or_else(|| "0.0.0.0:9000".to_string());
+    let arg = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "0.0.0.0:9000".to_string());
     if arg == "--selftest" {
         return selftest().await;
     }
@@ -31,11 +33,21 @@ async fn serve(server: &UdpSocket, limit: Option<usize>) -> hostsock::Result<()>
     let mut answered = 0;
     while limit.is_none_or(|l| answered < l) {
         let (n, info) = server.recv_with_info(&mut buf).await?;
-        let local = info.local.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
-        let tos = info.tos.map(|t| format!("{t:#04x}")).unwrap_or_else(|| "?".into());
+        let local = info
+            .local
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "?".into());
+        let tos = info
+            .tos
+            .map(|t| format!("{t:#04x}"))
+            .unwrap_or_else(|| "?".into());
         println!("{} -> {local}  tos {tos}  {n} bytes", info.from);
         match info.local {
-            Some(from) => server.send_from(&buf[..n], info.from, from, info.tos).await?,
+            Some(from) => {
+                server
+                    .send_from(&buf[..n], info.from, from, info.tos)
+                    .await?
+            }
             None => server.send_to(&buf[..n], info.from).await?,
         };
         answered += 1;
@@ -51,14 +63,24 @@ async fn selftest() -> hostsock::Result<()> {
     let asking = async {
         for target in ["127.0.0.1", "127.0.0.2"] {
             let client = UdpSocket::bind("127.0.0.1:0").await?;
-            let to = SocketAddr::new(target.parse::<IpAddr>().map_err(|e| std::io::Error::other(e.to_string()))?, port);
+            let to = SocketAddr::new(
+                target
+                    .parse::<IpAddr>()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+                port,
+            );
             client.send_to(b"ping", to).await?;
             let mut buf = [0u8; 16];
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
             let (n, from) = client.recv_from_deadline(&mut buf, deadline).await?;
-            println!("client asked {to}, answer {:?} came from {from}", String::from_utf8_lossy(&buf[..n]));
+            println!(
+                "client asked {to}, answer {:?} came from {from}",
+                String::from_utf8_lossy(&buf[..n])
+            );
             if from != to {
-                return Err(std::io::Error::other(format!("answer from {from}, expected {to}")).into());
+                return Err(
+                    std::io::Error::other(format!("answer from {from}, expected {to}")).into(),
+                );
             }
         }
         Ok::<_, hostsock::Error>(())
