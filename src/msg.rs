@@ -154,6 +154,14 @@ impl<'c> RecvMeta<'c> {
     }
 }
 
+/// Flags outside the policy's mask are `EINVAL`, before anything else.
+fn check_flags(flags: i32, allowed: i32) -> Result<()> {
+    if flags & !allowed != 0 {
+        return Err(Error::Io(io::Error::from_raw_os_error(libc::EINVAL)));
+    }
+    Ok(())
+}
+
 /// The sockaddr bytes for an optional destination (empty: connected).
 fn dest(to: Option<SocketAddr>) -> SockaddrBytes {
     match to {
@@ -200,6 +208,7 @@ impl Outgoing {
         cmsgs: &[Cmsg<'_>],
         flags: SendFlags,
     ) -> Result<Outgoing> {
+        check_flags(flags.bits(), core.policy().send_flags())?;
         if let Some(a) = to {
             core.policy()
                 .check_addr(core.raw_fd(), Op::Send, AddrUse::SendTo, a)?;
@@ -254,11 +263,15 @@ pub(crate) async fn recv_msg<'c>(
     deadline: Option<Instant>,
 ) -> Result<RecvMeta<'c>> {
     let f = flags.bits();
-    if f & libc::MSG_WAITALL != 0 && stream && f & libc::MSG_PEEK == 0 {
+    check_flags(f, core.policy().recv_flags())?;
+    // `DONTWAIT` (and `ERRQUEUE`) is one try whatever else is asked: with
+    // `WAITALL` Linux then returns what is there.
+    let one_try = f & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0;
+    if !one_try && f & libc::MSG_WAITALL != 0 && stream && f & libc::MSG_PEEK == 0 {
         return recv_waitall(core, interest, bufs, control, f, deadline).await;
     }
     let host_flags = f & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
-    let (name, out) = if f & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {
+    let (name, out) = if one_try {
         core.try_io_now(|s| recv_raw(core, s, bufs, control, host_flags))?
     } else {
         core.io(interest, Dir::Read, Op::Recv, deadline, |s| {
@@ -367,6 +380,9 @@ pub(crate) fn poll_recv_msg<'c>(
     control: &'c mut [u8],
     flags: RecvFlags,
 ) -> Poll<io::Result<RecvMeta<'c>>> {
+    if let Err(e) = check_flags(flags.bits(), core.policy().recv_flags()) {
+        return Poll::Ready(Err(e.into()));
+    }
     let host_flags = flags.bits() & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
     let mut once = |s: &Socket| recv_raw(core, s, bufs, control, host_flags);
     match poll(&mut once) {

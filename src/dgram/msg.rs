@@ -189,10 +189,17 @@ impl UdpSocket {
             }
         }
         if let Some(t) = tos {
-            cmsgs[n] = if v6_socket {
-                Cmsg::TClass(t)
-            } else {
+            // IPv4 traffic (an IPv4-mapped destination on a dual-stack
+            // socket too) takes its TOS from `IP_TOS`; Linux's IPv4 path
+            // ignores `IPV6_TCLASS`.
+            let v4_traffic = match to {
+                SocketAddr::V4(_) => true,
+                SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+            };
+            cmsgs[n] = if v4_traffic {
                 Cmsg::Tos(t)
+            } else {
+                Cmsg::TClass(t)
             };
             n += 1;
         }
