@@ -267,11 +267,23 @@ pub(crate) async fn recv_msg<'c>(
     // `DONTWAIT` (and `ERRQUEUE`) is one try whatever else is asked: with
     // `WAITALL` Linux then returns what is there.
     let one_try = f & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0;
-    if !one_try && f & libc::MSG_WAITALL != 0 && stream && f & libc::MSG_PEEK == 0 {
+    let waitall = !one_try && f & libc::MSG_WAITALL != 0 && stream;
+    if waitall && f & libc::MSG_PEEK == 0 {
         return recv_waitall(core, interest, bufs, control, f, deadline).await;
     }
     let host_flags = f & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
-    let (name, out) = if one_try {
+    let (name, out) = if waitall {
+        let wanted = bufs.iter().map(|b| b.len()).sum();
+        let at = core.timeouts().deadline(Dir::Read, deadline);
+        let mut name = [0u8; 128];
+        let out = peek_waitall(core, interest, at, wanted, |s| {
+            let (n, out) = recv_raw(core, s, bufs, control, host_flags)?;
+            name = n;
+            Ok(out)
+        })
+        .await?;
+        (name, out)
+    } else if one_try {
         core.try_io_now(|s| recv_raw(core, s, bufs, control, host_flags))?
     } else {
         core.io(interest, Dir::Read, Op::Recv, deadline, |s| {
@@ -565,3 +577,37 @@ macro_rules! msg_methods {
     };
 }
 pub(crate) use msg_methods;
+
+/// `MSG_PEEK | MSG_WAITALL` on a stream: Linux waits until `wanted` bytes
+/// are queued (or end of stream, or the timeout, when it returns what is
+/// there) and takes none of them. `peek` is one peeking `recvmsg`; after a
+/// short peek the readiness is cleared so that the wait is for new data.
+pub(crate) async fn peek_waitall(
+    core: &Core,
+    interest: Interest,
+    at: Option<Instant>,
+    wanted: usize,
+    mut peek: impl FnMut(&Socket) -> io::Result<sys::MsgOut>,
+) -> Result<sys::MsgOut> {
+    let run = async {
+        loop {
+            let mut guard = core.async_fd().ready(interest).await?;
+            match peek(core.sock()) {
+                Ok(out) if out.len == 0 || out.len >= wanted || guard.ready().is_read_closed() => {
+                    return Ok(out);
+                }
+                Ok(_) => guard.clear_ready(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+                Err(e) => return Err(Error::from(e)),
+            }
+        }
+    };
+    let r = crate::deadline::run(at, Op::Recv, run).await;
+    match r {
+        Err(e) if e.is_timeout() => match peek(core.sock()) {
+            Ok(out) if out.len > 0 => Ok(out),
+            _ => Err(e),
+        },
+        r => r,
+    }
+}

@@ -253,21 +253,35 @@ pub(crate) fn parse_guest_send<const N: usize>(
         pos = e.next;
         let b = e.data;
         let m = match (e.level, e.ty) {
+            // Linux: an int or a byte, 0..=255.
             (IPPROTO_IP, IP_TOS) => small_int(b)
-                .filter(|_| b.len() == 1 || b.len() == 4)
+                .filter(|v| (b.len() == 1 || b.len() == 4) && (0..=255).contains(v))
                 .map(|v| Cmsg::Tos(v as u8)),
             (IPPROTO_IP, IP_TTL) => int_at(b, 0)
                 .filter(|v| b.len() == 4 && (1..=255).contains(v))
                 .map(|v| Cmsg::Ttl(v as u8)),
-            // -1 asks for the socket's own traffic class: the same as no
-            // message at all, so none is written.
-            (IPPROTO_IPV6, IPV6_TCLASS) if int_at(b, 0) == Some(-1) && b.len() == 4 => continue,
+            // -1 is accepted by Linux (what it then sends is the kernel's
+            // business): written on as the same four bytes.
+            (IPPROTO_IPV6, IPV6_TCLASS) if int_at(b, 0) == Some(-1) && b.len() == 4 => {
+                Some(Cmsg::Unknown {
+                    level: e.level,
+                    ty: e.ty,
+                    data: b,
+                })
+            }
             (IPPROTO_IPV6, IPV6_TCLASS) => int_at(b, 0)
                 .filter(|v| b.len() == 4 && (0..=255).contains(v))
                 .map(|v| Cmsg::TClass(v as u8)),
             (IPPROTO_IPV6, IPV6_HOPLIMIT) => int_at(b, 0)
                 .filter(|v| b.len() == 4 && (-1..=255).contains(v))
                 .map(Cmsg::HopLimit),
+            // Linux wants exactly `struct in_pktinfo` and exactly a u16 for
+            // the segment size, at least `struct in6_pktinfo`.
+            (IPPROTO_IP, IP_PKTINFO) | (IPPROTO_UDP, UDP_SEGMENT)
+                if b.len() != if e.ty == IP_PKTINFO { 12 } else { 2 } =>
+            {
+                None
+            }
             (IPPROTO_IP, IP_PKTINFO)
             | (IPPROTO_IPV6, IPV6_PKTINFO)
             | (IPPROTO_UDP, UDP_SEGMENT) => {

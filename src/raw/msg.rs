@@ -177,8 +177,9 @@ impl RawSocket {
         let cap = control_len.min(self.policy().control_max());
         let host_flags = flags & !(libc::MSG_DONTWAIT | libc::MSG_WAITALL);
         let no_wait = self.nonblocking() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0;
-        let waitall =
-            flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0 && is_tcp(self.kind());
+        let waitall = flags & libc::MSG_WAITALL != 0 && is_tcp(self.kind());
+        let peek_waitall = waitall && flags & libc::MSG_PEEK != 0;
+        let waitall = waitall && !peek_waitall;
         let mut got = RawRecv::empty();
         let mut name = [0u8; 128];
         let mut once = |s: &Socket, bufs: &mut [IoSliceMut<'_>], got: &mut RawRecv| {
@@ -188,6 +189,14 @@ impl RawSocket {
         };
         let out = if no_wait {
             core.try_io_now(|s| once(s, bufs, &mut got))?
+        } else if peek_waitall {
+            let wanted = bufs.iter().map(|b| b.len()).sum();
+            let at = core.timeouts().deadline(Dir::Read, deadline);
+            crate::msg::peek_waitall(&core, self.recv_interest(), at, wanted, |s| {
+                once(s, bufs, &mut got)
+            })
+            .await
+            .map_err(errno)?
         } else if waitall {
             let at = core.timeouts().deadline(Dir::Read, deadline);
             let mut total = 0;
