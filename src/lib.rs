@@ -76,7 +76,7 @@ mod stream;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use dgram::{DatagramInfo, UdpSocket};
+pub use dgram::{DatagramInfo, MAX_BATCH, RecvSlot, Transmit, UdpSocket};
 pub use error::{Asked, Denial, Error, Op, Result, Rule};
 pub use listener::{Incoming, TcpListener};
 pub use policy::Policy;

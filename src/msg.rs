@@ -36,6 +36,11 @@ macro_rules! flags_type {
                 self.0
             }
 
+            /// The set for a C value (bits this type does not name are kept).
+            pub const fn from_bits(bits: i32) -> $name {
+                $name(bits)
+            }
+
             /// Does this set hold all of `other`?
             pub const fn contains(self, other: $name) -> bool {
                 self.0 & other.0 == other.0
@@ -155,7 +160,7 @@ impl<'c> RecvMeta<'c> {
 }
 
 /// Flags outside the policy's mask are `EINVAL`, before anything else.
-fn check_flags(flags: i32, allowed: i32) -> Result<()> {
+pub(crate) fn check_flags(flags: i32, allowed: i32) -> Result<()> {
     if flags & !allowed != 0 {
         return Err(Error::Io(io::Error::from_raw_os_error(libc::EINVAL)));
     }
@@ -172,10 +177,10 @@ fn dest(to: Option<SocketAddr>) -> SockaddrBytes {
 
 /// Checks and encodes typed send control messages: only send types, in
 /// range (`EINVAL`); PKTINFO sources against the `SourceViaPktinfo` rules.
-pub(crate) fn encode_send(
+pub(crate) fn encode_send<const N: usize>(
     core: &Core,
     cmsgs: &[Cmsg<'_>],
-    out: &mut CmsgBuf<CONTROL_MAX>,
+    out: &mut CmsgBuf<N>,
 ) -> Result<()> {
     for m in cmsgs {
         if !m.sendable() {

@@ -20,9 +20,12 @@ use crate::error::{Op, Result};
 use crate::policy::{AddrUse, Policy};
 use crate::sys;
 
+mod batch;
 mod msg;
 mod options;
 mod recv;
+
+pub use batch::{MAX_BATCH, RecvSlot, Transmit};
 
 pub use msg::DatagramInfo;
 
@@ -64,6 +67,9 @@ pub struct UdpSocket {
     /// wake-ups are errors (`EPOLLERR` shows as write-closed readiness).
     /// tokio gives poll functions no error interest on the main fd.
     error_watch: OnceLock<AsyncFd<Socket>>,
+    /// Set once the kernel or device refused UDP GSO: later `send_gso`
+    /// calls send the segments one by one (in batches).
+    gso_off: std::sync::atomic::AtomicBool,
 }
 
 impl UdpSocket {

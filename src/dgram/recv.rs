@@ -21,6 +21,7 @@ impl UdpSocket {
         UdpSocket {
             core,
             error_watch: OnceLock::new(),
+            gso_off: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

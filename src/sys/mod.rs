@@ -335,3 +335,105 @@ pub(crate) fn sendmsg(
     }
     Ok(n as usize)
 }
+
+/// The most messages one `sendmmsg`/`recvmmsg` carries here.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// One message of a `sendmmsg(2)`.
+pub(crate) struct SendEntry<'a> {
+    pub(crate) iov: std::io::IoSlice<'a>,
+    pub(crate) addr: &'a [u8],
+    pub(crate) control: &'a [u8],
+}
+
+/// `sendmmsg(2)` of up to [`MAX_BATCH`] messages (more are not sent);
+/// `MSG_NOSIGNAL` is always added. Returns how many were sent.
+pub(crate) fn sendmmsg(
+    fd: &impl AsRawFd,
+    entries: &[SendEntry<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let n = entries.len().min(MAX_BATCH);
+    // SAFETY: all-zero is a valid `mmsghdr`.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for (h, e) in hdrs.iter_mut().zip(&entries[..n]) {
+        if !e.addr.is_empty() {
+            h.msg_hdr.msg_name = e.addr.as_ptr().cast_mut().cast();
+            h.msg_hdr.msg_namelen = e.addr.len() as libc::socklen_t;
+        }
+        // `IoSlice` is ABI-compatible with `iovec`; one per message.
+        h.msg_hdr.msg_iov = (&e.iov as *const std::io::IoSlice<'_>).cast_mut().cast();
+        h.msg_hdr.msg_iovlen = 1;
+        if !e.control.is_empty() {
+            h.msg_hdr.msg_control = e.control.as_ptr().cast_mut().cast();
+            h.msg_hdr.msg_controllen = e.control.len() as _;
+        }
+    }
+    // SAFETY: the first `n` headers point into `entries`, which outlives
+    // the call; the kernel only reads through those pointers and writes
+    // `msg_len` into `hdrs`.
+    let rc = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// One message slot of a `recvmmsg(2)` (the public receive slot).
+pub(crate) use crate::dgram::RecvSlot as RecvEntry;
+
+/// `recvmmsg(2)` into up to [`MAX_BATCH`] slots, without a timeout.
+/// Returns how many messages arrived; their slots' `out` and `addr` are
+/// filled.
+pub(crate) fn recvmmsg(
+    fd: &impl AsRawFd,
+    entries: &mut [RecvEntry<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let n = entries.len().min(MAX_BATCH);
+    // SAFETY: all-zero is a valid `mmsghdr`.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for (h, e) in hdrs.iter_mut().zip(entries[..n].iter_mut()) {
+        h.msg_hdr.msg_name = e.addr.as_mut_ptr().cast();
+        h.msg_hdr.msg_namelen = e.addr.len() as libc::socklen_t;
+        // `IoSliceMut` is ABI-compatible with `iovec`; one per slot.
+        h.msg_hdr.msg_iov = (&mut e.iov as *mut std::io::IoSliceMut<'_>).cast();
+        h.msg_hdr.msg_iovlen = 1;
+        if !e.control.is_empty() {
+            h.msg_hdr.msg_control = e.control.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = e.control.len() as _;
+        }
+    }
+    // SAFETY: the first `n` headers point into `entries` (names, iovecs,
+    // control buffers), borrowed mutably for the call, each with its
+    // length; the kernel writes at most those lengths. No timeout.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = rc as usize;
+    for (h, e) in hdrs.iter().zip(entries.iter_mut()).take(got) {
+        e.out = MsgOut {
+            len: h.msg_len as usize,
+            flags: h.msg_hdr.msg_flags,
+            addr_len: (h.msg_hdr.msg_namelen as usize).min(128),
+            control_len: (h.msg_hdr.msg_controllen as usize).min(e.control.len()),
+        };
+    }
+    Ok(got)
+}
