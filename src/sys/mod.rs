@@ -432,7 +432,7 @@ pub(crate) fn recvmmsg(
             len: h.msg_len as usize,
             flags: h.msg_hdr.msg_flags,
             addr_len: (h.msg_hdr.msg_namelen as usize).min(128),
-            control_len: (h.msg_hdr.msg_controllen as usize).min(e.control.len()),
+            control_len: h.msg_hdr.msg_controllen.min(e.control.len()),
         };
     }
     Ok(got)
