@@ -67,6 +67,7 @@ mod error;
 mod listener;
 pub mod msg;
 pub mod opts;
+pub mod per_core;
 pub mod policy;
 pub mod raw;
 mod socket;

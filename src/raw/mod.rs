@@ -49,6 +49,7 @@
 //! ```
 
 mod errno;
+mod mmsg;
 mod msg;
 mod sockaddr;
 
@@ -61,6 +62,7 @@ use tokio::io::Interest;
 use tokio::time::Instant;
 
 pub use errno::Errno;
+pub use mmsg::RawTransmit;
 pub use msg::{MAX_GUEST_CONTROL, MAX_IOVECS, RawRecv, SendError};
 pub use sockaddr::{SockaddrBytes, encode as encode_sockaddr};
 

@@ -119,7 +119,7 @@ impl std::fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 impl RawSocket {
-    fn recv_interest(&self) -> Interest {
+    pub(super) fn recv_interest(&self) -> Interest {
         if is_tcp(self.kind()) {
             Interest::READABLE
         } else {

@@ -1,0 +1,159 @@
+//! The raw layer's batches: `sendmmsg`/`recvmmsg` with Linux's semantics,
+//! through the same checks as `sendmsg`/`recvmsg`.
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::time::Instant;
+
+use super::msg::{MAX_GUEST_CONTROL, SendError};
+use super::sockaddr::{self, Parsed};
+use super::{Errno, RawSocket, errno};
+use crate::RecvSlot;
+use crate::cmsg::{CmsgBuf, filter_received, parse_guest_send};
+use crate::deadline::Dir;
+use crate::error::Op;
+use crate::policy::AddrUse;
+use crate::sys::{self, MAX_BATCH, SendEntry};
+
+/// One message of a raw [`sendmmsg`](RawSocket::sendmmsg): the guest's
+/// payload, destination bytes (empty: connected) and control bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct RawTransmit<'a> {
+    /// The payload.
+    pub data: &'a [u8],
+    /// Destination sockaddr bytes (empty: the connected peer).
+    pub to: &'a [u8],
+    /// The guest's control bytes (parsed and written anew).
+    pub control: &'a [u8],
+}
+
+/// Control bytes per message of a raw batch.
+const CONTROL: usize = 128;
+
+impl RawSocket {
+    /// `sendmmsg(2)`: up to `vlen` messages (at most 64 here, as the host
+    /// is asked; Linux caps at 1024). Each message's destination and
+    /// control messages are checked as for [`sendmsg`](RawSocket::sendmsg)
+    /// before anything is sent: one refused message refuses the call.
+    /// Returns how many were sent; like Linux, an error after the first
+    /// message is not reported (the count is).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: if it is dropped before it completes,
+    /// nothing was sent.
+    pub async fn sendmmsg(&self, msgs: &[RawTransmit<'_>], flags: i32) -> Result<usize, SendError> {
+        if flags & !self.policy().send_flags() != 0 {
+            return Err(Errno::EINVAL.into());
+        }
+        let core = self.core()?;
+        let n = msgs.len().min(MAX_BATCH);
+        let mut controls: [CmsgBuf<CONTROL>; MAX_BATCH] = std::array::from_fn(|_| CmsgBuf::new());
+        for (m, c) in msgs[..n].iter().zip(controls.iter_mut()) {
+            if m.control.len() > MAX_GUEST_CONTROL {
+                return Err(Errno::ENOBUFS.into());
+            }
+            parse_guest_send(m.control, c, |ip| {
+                self.policy()
+                    .check_addr(
+                        core.raw_fd(),
+                        Op::Send,
+                        AddrUse::SourceViaPktinfo,
+                        std::net::SocketAddr::new(ip, 0),
+                    )
+                    .map_err(|d| Errno::new(d.errno))
+            })?;
+            if !m.to.is_empty() {
+                if let Parsed::Inet(a) = sockaddr::parse(m.to, false)? {
+                    self.policy()
+                        .check_addr(core.raw_fd(), Op::Send, AddrUse::SendTo, a)
+                        .map_err(|d| Errno::new(d.errno))?;
+                }
+            }
+        }
+        let entries: [SendEntry<'_>; MAX_BATCH] = std::array::from_fn(|i| SendEntry {
+            iov: IoSlice::new(msgs.get(i).map_or(&[][..], |m| m.data)),
+            addr: msgs.get(i).map_or(&[][..], |m| sockaddr::host_bytes(m.to)),
+            control: controls[i].as_bytes(),
+        });
+        let host_flags = flags & !libc::MSG_DONTWAIT;
+        let send = |s: &Socket| sys::sendmmsg(s, &entries[..n], host_flags);
+        let r = if self.nonblocking() || flags & libc::MSG_DONTWAIT != 0 {
+            core.try_io_now(send).map_err(|e| Errno::from_io(&e))
+        } else {
+            core.io(Interest::WRITABLE, Dir::Write, Op::Send, None, send)
+                .await
+                .map_err(errno)
+        };
+        r.map_err(|e| SendError {
+            errno: e,
+            raise_sigpipe: e == Errno::EPIPE && flags & libc::MSG_NOSIGNAL == 0,
+        })
+    }
+
+    /// `recvmmsg(2)` into `slots` (at most 64 per host call). As Linux: a
+    /// non-blocking socket or `MSG_DONTWAIT` takes what is queued now
+    /// (`EAGAIN` if nothing); `MSG_WAITFORONE` waits for the first message
+    /// only; otherwise it waits until every slot is filled, and `timeout`
+    /// (checked after each message arrives, as Linux checks it) ends the
+    /// call early. The receive timeout bounds each wait; an expiry with
+    /// messages already received returns them.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe until the first message arrives; dropped later, the
+    /// messages already received are lost.
+    pub async fn recvmmsg(
+        &self,
+        slots: &mut [RecvSlot<'_>],
+        flags: i32,
+        timeout: Option<Duration>,
+    ) -> Result<usize, Errno> {
+        let allowed = self.policy().recv_flags() | libc::MSG_WAITFORONE;
+        if flags & !allowed != 0 || flags & libc::MSG_WAITALL != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let core = self.core()?;
+        let keep = self.policy().keeps_unknown_cmsgs();
+        let host_flags = flags & !(libc::MSG_DONTWAIT | libc::MSG_WAITFORONE);
+        let once = |s: &Socket, slots: &mut [RecvSlot<'_>]| -> std::io::Result<usize> {
+            let got = sys::recvmmsg(s, slots, host_flags)?;
+            for slot in slots.iter_mut().take(got) {
+                let (kept, dropped) = filter_received(slot.control, slot.out.control_len, keep);
+                slot.out.control_len = kept;
+                if dropped {
+                    slot.out.flags |= libc::MSG_CTRUNC;
+                }
+            }
+            Ok(got)
+        };
+        if self.nonblocking() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {
+            return core
+                .try_io_now(|s| once(s, slots))
+                .map_err(|e| Errno::from_io(&e));
+        }
+        let started = Instant::now();
+        let mut total = 0;
+        let interest = self.recv_interest();
+        while total < slots.len() {
+            let step = core
+                .io(interest, Dir::Read, Op::Recv, None, |s| {
+                    once(s, &mut slots[total..])
+                })
+                .await;
+            match step {
+                Ok(n) => total += n,
+                Err(_) if total > 0 => break,
+                Err(e) => return Err(errno(e)),
+            }
+            let timed_out = timeout.is_some_and(|t| started.elapsed() >= t);
+            if flags & libc::MSG_WAITFORONE != 0 || timed_out {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
