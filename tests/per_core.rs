@@ -126,7 +126,7 @@ async fn raw_recvmmsg_blocking_waits_until_every_slot_or_the_timeout() {
         .unwrap();
     let to = rx.getsockname().unwrap().to_socket_addr().unwrap();
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut bufs = vec![[0u8; 8]; 3];
+    let mut bufs = [[0u8; 8]; 3];
     let mut slots: Vec<RecvSlot<'_>> = bufs.iter_mut().map(|b| RecvSlot::new(b, &mut [])).collect();
     let recv = rx.recvmmsg(&mut slots, 0, Some(Duration::from_millis(150)));
     tokio::pin!(recv);
