@@ -58,6 +58,9 @@ pub struct RecvSlot<'a> {
     pub(crate) control: &'a mut [u8],
     pub(crate) addr: [u8; 128],
     pub(crate) out: sys::MsgOut,
+    /// Hand unlisted control messages over (the policy said so when the
+    /// slot was filled).
+    pub(crate) keep_unknown: bool,
 }
 
 impl std::fmt::Debug for RecvSlot<'_> {
@@ -79,6 +82,7 @@ impl<'a> RecvSlot<'a> {
             control,
             addr: [0; 128],
             out: sys::MsgOut::EOF,
+            keep_unknown: false,
         }
     }
 
@@ -109,8 +113,9 @@ impl<'a> RecvSlot<'a> {
 
     /// The control messages (those the policy lists).
     pub fn cmsgs(&self) -> impl Iterator<Item = Cmsg<'_>> {
+        let keep = self.keep_unknown;
         CmsgIter::new(&self.control[..self.out.control_len])
-            .filter(|m| !matches!(m, Cmsg::Unknown { .. }))
+            .filter(move |m| keep || !matches!(m, Cmsg::Unknown { .. }))
     }
 
     /// With GRO on ([`UdpSocket::enable_gro`]): the size of each coalesced
@@ -120,6 +125,19 @@ impl<'a> RecvSlot<'a> {
             Cmsg::UdpGro(n) => Some(n),
             _ => None,
         })
+    }
+}
+
+/// Applies the policy's control-message filter to filled slots (unlisted
+/// messages dropped with `MSG_CTRUNC`, or kept).
+pub(crate) fn finish_slots(slots: &mut [RecvSlot<'_>], keep_unknown: bool) {
+    for slot in slots {
+        let (kept, dropped) = filter_received(slot.control, slot.out.control_len, keep_unknown);
+        slot.out.control_len = kept;
+        slot.keep_unknown = keep_unknown;
+        if dropped {
+            slot.out.flags |= libc::MSG_CTRUNC;
+        }
     }
 }
 
@@ -251,15 +269,17 @@ impl UdpSocket {
     }
 
     fn recv_into(&self, s: &Socket, slots: &mut [RecvSlot<'_>]) -> io::Result<usize> {
-        let got = sys::recvmmsg(s, slots, 0)?;
-        let keep = self.core().policy().keeps_unknown_cmsgs();
-        for slot in slots.iter_mut().take(got) {
-            let (kept, dropped) = filter_received(slot.control, slot.out.control_len, keep);
-            slot.out.control_len = kept;
-            if dropped {
-                slot.out.flags |= libc::MSG_CTRUNC;
+        let policy = self.core().policy();
+        let got = sys::recvmmsg(s, slots, 0, policy.control_max());
+        // After SHUT_RD a receive that would wait ends at once with one
+        // empty message (a blocking Linux `recvmmsg` returns empty ones).
+        let got = self.core().eof_if_shut(got, || {
+            if let Some(first) = slots.first_mut() {
+                first.out = sys::MsgOut::EOF;
             }
-        }
+            usize::from(!slots.is_empty())
+        })?;
+        finish_slots(&mut slots[..got], policy.keeps_unknown_cmsgs());
         Ok(got)
     }
 

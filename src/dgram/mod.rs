@@ -25,6 +25,7 @@ mod msg;
 mod options;
 mod recv;
 
+pub(crate) use batch::finish_slots;
 pub use batch::{MAX_BATCH, RecvSlot, Transmit};
 
 pub use msg::DatagramInfo;

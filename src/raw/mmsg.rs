@@ -12,8 +12,9 @@ use super::msg::{MAX_GUEST_CONTROL, SendError};
 use super::sockaddr::{self, Parsed};
 use super::{Errno, RawSocket, errno};
 use crate::RecvSlot;
-use crate::cmsg::{CmsgBuf, filter_received, parse_guest_send};
+use crate::cmsg::{CmsgBuf, parse_guest_send};
 use crate::deadline::Dir;
+use crate::dgram::finish_slots;
 use crate::error::Op;
 use crate::policy::AddrUse;
 use crate::sys::{self, MAX_BATCH, SendEntry};
@@ -119,15 +120,23 @@ impl RawSocket {
         let core = self.core()?;
         let keep = self.policy().keeps_unknown_cmsgs();
         let host_flags = flags & !(libc::MSG_DONTWAIT | libc::MSG_WAITFORONE);
+        let control_max = self.policy().control_max();
         let once = |s: &Socket, slots: &mut [RecvSlot<'_>]| -> std::io::Result<usize> {
-            let got = sys::recvmmsg(s, slots, host_flags)?;
-            for slot in slots.iter_mut().take(got) {
-                let (kept, dropped) = filter_received(slot.control, slot.out.control_len, keep);
-                slot.out.control_len = kept;
-                if dropped {
-                    slot.out.flags |= libc::MSG_CTRUNC;
+            let got = sys::recvmmsg(s, slots, host_flags, control_max);
+            // After SHUT_RD, Linux's blocking recvmmsg fills every slot with
+            // an empty message (one with MSG_WAITFORONE).
+            let got = core.eof_if_shut(got, || {
+                let n = if flags & libc::MSG_WAITFORONE != 0 {
+                    1
+                } else {
+                    slots.len()
+                };
+                for slot in slots.iter_mut().take(n) {
+                    slot.out = sys::MsgOut::EOF;
                 }
-            }
+                n.min(slots.len())
+            })?;
+            finish_slots(&mut slots[..got], keep);
             Ok(got)
         };
         if self.nonblocking() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {

@@ -391,11 +391,13 @@ pub(crate) use crate::dgram::RecvSlot as RecvEntry;
 
 /// `recvmmsg(2)` into up to [`MAX_BATCH`] slots, without a timeout.
 /// Returns how many messages arrived; their slots' `out` and `addr` are
-/// filled.
+/// filled. At most `control_max` bytes of each slot's control buffer are
+/// handed to the kernel.
 pub(crate) fn recvmmsg(
     fd: &impl AsRawFd,
     entries: &mut [RecvEntry<'_>],
     flags: libc::c_int,
+    control_max: usize,
 ) -> io::Result<usize> {
     let n = entries.len().min(MAX_BATCH);
     // SAFETY: all-zero is a valid `mmsghdr`.
@@ -406,9 +408,10 @@ pub(crate) fn recvmmsg(
         // `IoSliceMut` is ABI-compatible with `iovec`; one per slot.
         h.msg_hdr.msg_iov = (&mut e.iov as *mut std::io::IoSliceMut<'_>).cast();
         h.msg_hdr.msg_iovlen = 1;
-        if !e.control.is_empty() {
+        let cap = e.control.len().min(control_max);
+        if cap > 0 {
             h.msg_hdr.msg_control = e.control.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = e.control.len() as _;
+            h.msg_hdr.msg_controllen = cap as _;
         }
     }
     // SAFETY: the first `n` headers point into `entries` (names, iovecs,
