@@ -154,6 +154,15 @@ impl Core {
         call_deadline: Option<Instant>,
         mut f: impl FnMut(&Socket) -> io::Result<R>,
     ) -> Result<R> {
+        // The common case (no deadline, no timeout) goes straight to the
+        // reactor: no timer, no clock read.
+        if call_deadline.is_none() && self.timeouts.wait(dir) == deadline::Wait::Forever {
+            return self
+                .fd
+                .async_io(interest, |s| f(s))
+                .await
+                .map_err(Error::from);
+        }
         let at = self.timeouts.deadline(dir, call_deadline);
         deadline::run(at, op, async {
             self.fd

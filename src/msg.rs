@@ -16,7 +16,7 @@ use crate::cmsg::{Cmsg, CmsgBuf, CmsgIter, filter_received};
 use crate::core::Core;
 use crate::deadline::Dir;
 use crate::error::{Error, Op, Result};
-use crate::policy::{AddrUse, CONTROL_MAX};
+use crate::policy::AddrUse;
 use crate::raw::{SockaddrBytes, encode_sockaddr};
 use crate::sys;
 
@@ -199,10 +199,14 @@ pub(crate) fn encode_send<const N: usize>(
     Ok(())
 }
 
+/// Control bytes a typed send can need: every send type once (PKTINFO v4
+/// and v6, TOS, TTL, TClass, hop limit, segment size) fits.
+const SEND_CONTROL: usize = 256;
+
 /// What one send needs, checked and encoded once before any waiting.
 pub(crate) struct Outgoing {
     to: SockaddrBytes,
-    control: CmsgBuf<CONTROL_MAX>,
+    control: CmsgBuf<SEND_CONTROL>,
     flags: i32,
 }
 

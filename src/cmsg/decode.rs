@@ -212,6 +212,10 @@ fn decode(level: i32, ty: i32, b: &[u8]) -> Cmsg<'_> {
 /// caller then sets `MSG_CTRUNC`, as SPEC.md says).
 pub(crate) fn filter_received(buf: &mut [u8], len: usize, keep_unknown: bool) -> (usize, bool) {
     let len = len.min(buf.len());
+    if len == 0 || keep_unknown {
+        // Nothing to drop (a malformed tail is the decoder's to stop at).
+        return (len, false);
+    }
     let (mut read, mut write, mut dropped) = (0usize, 0usize, false);
     loop {
         let (level, ty, cmsg_len, next) = match entry_at(&buf[..len], read) {
@@ -223,8 +227,10 @@ pub(crate) fn filter_received(buf: &mut [u8], len: usize, keep_unknown: bool) ->
             }
         };
         let end = (read + align(cmsg_len)).min(len);
-        if keep_unknown || is_known_receive(level, ty) {
-            buf.copy_within(read..end, write);
+        if is_known_receive(level, ty) {
+            if read != write {
+                buf.copy_within(read..end, write);
+            }
             write += end - read;
         } else {
             dropped = true;

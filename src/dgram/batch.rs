@@ -144,7 +144,8 @@ pub(crate) fn finish_slots(slots: &mut [RecvSlot<'_>], keep_unknown: bool) {
 /// Encoded destinations and control messages for up to 64 datagrams, on
 /// the stack.
 struct Prepared {
-    addrs: [SockaddrBytes; MAX_BATCH],
+    /// `sockaddr_in6`-sized bytes and their length per datagram (0: none).
+    addrs: [([u8; 28], usize); MAX_BATCH],
     controls: [CmsgBuf<BATCH_CONTROL>; MAX_BATCH],
     n: usize,
 }
@@ -153,7 +154,7 @@ impl UdpSocket {
     fn prepare(&self, datagrams: &[Transmit<'_>]) -> Result<Prepared> {
         let n = datagrams.len().min(MAX_BATCH);
         let mut p = Prepared {
-            addrs: [SockaddrBytes::from_bytes(&[]); MAX_BATCH],
+            addrs: [([0; 28], 0); MAX_BATCH],
             controls: std::array::from_fn(|_| CmsgBuf::new()),
             n,
         };
@@ -165,7 +166,10 @@ impl UdpSocket {
                     AddrUse::SendTo,
                     to,
                 )?;
-                p.addrs[i] = encode_sockaddr(to);
+                let bytes = encode_sockaddr(to);
+                let b = bytes.as_bytes();
+                p.addrs[i].0[..b.len()].copy_from_slice(b);
+                p.addrs[i].1 = b.len();
             }
             encode_send(self.core(), d.cmsgs, &mut p.controls[i])?;
         }
@@ -175,7 +179,7 @@ impl UdpSocket {
     fn send_prepared(s: &Socket, datagrams: &[Transmit<'_>], p: &Prepared) -> io::Result<usize> {
         let entries: [SendEntry<'_>; MAX_BATCH] = std::array::from_fn(|i| SendEntry {
             iov: IoSlice::new(datagrams.get(i).map_or(&[][..], |d| d.data)),
-            addr: p.addrs[i].as_bytes(),
+            addr: &p.addrs[i].0[..p.addrs[i].1],
             control: p.controls[i].as_bytes(),
         });
         sys::sendmmsg(s, &entries[..p.n], 0)

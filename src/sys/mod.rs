@@ -354,9 +354,11 @@ pub(crate) fn sendmmsg(
     flags: libc::c_int,
 ) -> io::Result<usize> {
     let n = entries.len().min(MAX_BATCH);
-    // SAFETY: all-zero is a valid `mmsghdr`.
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-    for (h, e) in hdrs.iter_mut().zip(&entries[..n]) {
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    for (slot, e) in hdrs.iter_mut().zip(&entries[..n]) {
+        // SAFETY: all-zero is a valid `mmsghdr`; only the `n` headers the
+        // kernel is told about are written (and then read).
+        let h = slot.write(unsafe { std::mem::zeroed() });
         if !e.addr.is_empty() {
             h.msg_hdr.msg_name = e.addr.as_ptr().cast_mut().cast();
             h.msg_hdr.msg_namelen = e.addr.len() as libc::socklen_t;
@@ -375,7 +377,7 @@ pub(crate) fn sendmmsg(
     let rc = unsafe {
         libc::sendmmsg(
             fd.as_raw_fd(),
-            hdrs.as_mut_ptr(),
+            hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
             n as libc::c_uint,
             flags | libc::MSG_NOSIGNAL,
         )
@@ -400,9 +402,11 @@ pub(crate) fn recvmmsg(
     control_max: usize,
 ) -> io::Result<usize> {
     let n = entries.len().min(MAX_BATCH);
-    // SAFETY: all-zero is a valid `mmsghdr`.
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-    for (h, e) in hdrs.iter_mut().zip(entries[..n].iter_mut()) {
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    for (slot, e) in hdrs.iter_mut().zip(entries[..n].iter_mut()) {
+        // SAFETY: all-zero is a valid `mmsghdr`; only the first `n` headers
+        // are written, handed to the kernel and read back.
+        let h = slot.write(unsafe { std::mem::zeroed() });
         h.msg_hdr.msg_name = e.addr.as_mut_ptr().cast();
         h.msg_hdr.msg_namelen = e.addr.len() as libc::socklen_t;
         // `IoSliceMut` is ABI-compatible with `iovec`; one per slot.
@@ -420,7 +424,7 @@ pub(crate) fn recvmmsg(
     let rc = unsafe {
         libc::recvmmsg(
             fd.as_raw_fd(),
-            hdrs.as_mut_ptr(),
+            hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
             n as libc::c_uint,
             flags,
             std::ptr::null_mut(),
@@ -430,7 +434,10 @@ pub(crate) fn recvmmsg(
         return Err(io::Error::last_os_error());
     }
     let got = rc as usize;
-    for (h, e) in hdrs.iter().zip(entries.iter_mut()).take(got) {
+    for (slot, e) in hdrs.iter().zip(entries.iter_mut()).take(got.min(n)) {
+        // SAFETY: the first `n` headers were written above, and the kernel
+        // filled at most `n` (`got` <= `n`).
+        let h = unsafe { slot.assume_init_ref() };
         e.out = MsgOut {
             len: h.msg_len as usize,
             flags: h.msg_hdr.msg_flags,
