@@ -250,12 +250,11 @@ fn recv_raw(
     bufs: &mut [IoSliceMut<'_>],
     control: &mut [u8],
     flags: i32,
-) -> io::Result<([u8; 128], sys::MsgOut)> {
-    let mut name = [0u8; 128];
+    name: &mut [u8; 128],
+) -> io::Result<sys::MsgOut> {
     let cap = control.len().min(core.policy().control_max());
-    let out = sys::recvmsg(s, bufs, Some(&mut name), &mut control[..cap], flags);
-    let out = core.eof_if_shut(out, || sys::MsgOut::EOF)?;
-    Ok((name, out))
+    let out = sys::recvmsg(s, bufs, Some(name), &mut control[..cap], flags);
+    core.eof_if_shut(out, || sys::MsgOut::EOF)
 }
 
 /// The whole receive: one try for `DONTWAIT`/`ERRQUEUE`, else waiting on
@@ -281,22 +280,19 @@ pub(crate) async fn recv_msg<'c>(
         return recv_waitall(core, interest, bufs, control, f, deadline).await;
     }
     let host_flags = f & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
-    let (name, out) = if waitall {
+    let mut name = [0u8; 128];
+    let out = if waitall {
         let wanted = bufs.iter().map(|b| b.len()).sum();
         let at = core.timeouts().deadline(Dir::Read, deadline);
-        let mut name = [0u8; 128];
-        let out = peek_waitall(core, interest, at, wanted, |s| {
-            let (n, out) = recv_raw(core, s, bufs, control, host_flags)?;
-            name = n;
-            Ok(out)
+        peek_waitall(core, interest, at, wanted, |s| {
+            recv_raw(core, s, bufs, control, host_flags, &mut name)
         })
-        .await?;
-        (name, out)
+        .await?
     } else if one_try {
-        core.try_io_now(|s| recv_raw(core, s, bufs, control, host_flags))?
+        core.try_io_now(|s| recv_raw(core, s, bufs, control, host_flags, &mut name))?
     } else {
         core.io(interest, Dir::Read, Op::Recv, deadline, |s| {
-            recv_raw(core, s, bufs, control, host_flags)
+            recv_raw(core, s, bufs, control, host_flags, &mut name)
         })
         .await?
     };
@@ -322,7 +318,7 @@ fn finish<'c>(
         len: out.len.min(capacity),
         full_len: out.len,
         flags: MsgFlags(msg_flags),
-        addr: SockaddrBytes::from_bytes(&name[..out.addr_len.min(128)]).to_socket_addr(),
+        addr: crate::raw::inet_addr(&name[..out.addr_len.min(128)]),
         control,
         keep_unknown: keep,
     }
@@ -343,6 +339,7 @@ async fn recv_waitall<'c>(
     let mut total = 0usize;
     let mut last = sys::MsgOut::EOF;
     let name = [0u8; 128];
+    let mut scratch = [0u8; 128];
     loop {
         let want: usize = bufs.iter().map(|b| b.len()).sum();
         if want == 0 {
@@ -350,12 +347,12 @@ async fn recv_waitall<'c>(
         }
         let step = core
             .io(interest, Dir::Read, Op::Recv, at, |s| {
-                recv_raw(core, s, bufs, control, host_flags)
+                recv_raw(core, s, bufs, control, host_flags, &mut scratch)
             })
             .await;
         match step {
-            Ok((_, out)) if out.len == 0 => break,
-            Ok((_, out)) => {
+            Ok(out) if out.len == 0 => break,
+            Ok(out) => {
                 total += out.len;
                 last = out;
                 IoSliceMut::advance_slices(&mut bufs, out.len);
@@ -395,8 +392,8 @@ pub(crate) async fn send_msg(
 pub(crate) fn poll_recv_msg<'c>(
     core: &Core,
     poll: impl FnOnce(
-        &mut dyn FnMut(&Socket) -> io::Result<([u8; 128], sys::MsgOut)>,
-    ) -> Poll<io::Result<([u8; 128], sys::MsgOut)>>,
+        &mut dyn FnMut(&Socket) -> io::Result<sys::MsgOut>,
+    ) -> Poll<io::Result<sys::MsgOut>>,
     bufs: &mut [IoSliceMut<'_>],
     control: &'c mut [u8],
     flags: RecvFlags,
@@ -405,11 +402,12 @@ pub(crate) fn poll_recv_msg<'c>(
         return Poll::Ready(Err(e.into()));
     }
     let host_flags = flags.bits() & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
-    let mut once = |s: &Socket| recv_raw(core, s, bufs, control, host_flags);
+    let mut name = [0u8; 128];
+    let mut once = |s: &Socket| recv_raw(core, s, bufs, control, host_flags, &mut name);
     match poll(&mut once) {
         Poll::Pending => Poll::Pending,
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Ready(Ok((name, out))) => Poll::Ready(Ok(finish(core, bufs, control, &name, out))),
+        Poll::Ready(Ok(out)) => Poll::Ready(Ok(finish(core, bufs, control, &name, out))),
     }
 }
 

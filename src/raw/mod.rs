@@ -64,6 +64,7 @@ use tokio::time::Instant;
 pub use errno::Errno;
 pub use mmsg::RawTransmit;
 pub use msg::{MAX_GUEST_CONTROL, MAX_IOVECS, RawRecv, SendError};
+pub(crate) use sockaddr::inet_addr;
 pub use sockaddr::{SockaddrBytes, encode as encode_sockaddr};
 
 use crate::core::{Core, finish_connect};

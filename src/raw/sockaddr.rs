@@ -73,6 +73,14 @@ fn v4(bytes: &[u8], port: impl Fn(&[u8]) -> u16) -> Result<Parsed, Errno> {
     Ok(Parsed::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port(b)))))
 }
 
+/// The INET address in sockaddr bytes the kernel wrote, if any.
+pub(crate) fn inet_addr(bytes: &[u8]) -> Option<SocketAddr> {
+    match parse(bytes, false) {
+        Ok(Parsed::Inet(a)) => Some(a),
+        _ => None,
+    }
+}
+
 /// The bytes handed to the host: cut to `sizeof(sockaddr_in6)`.
 pub(crate) fn host_bytes(bytes: &[u8]) -> &[u8] {
     &bytes[..bytes.len().min(IN6_LEN)]
