@@ -17,7 +17,6 @@ use crate::core::Core;
 use crate::deadline::Dir;
 use crate::error::{Error, Op, Result};
 use crate::policy::AddrUse;
-use crate::raw::{SockaddrBytes, encode_sockaddr};
 use crate::sys;
 
 macro_rules! flags_type {
@@ -167,14 +166,6 @@ pub(crate) fn check_flags(flags: i32, allowed: i32) -> Result<()> {
     Ok(())
 }
 
-/// The sockaddr bytes for an optional destination (empty: connected).
-fn dest(to: Option<SocketAddr>) -> SockaddrBytes {
-    match to {
-        Some(a) => encode_sockaddr(a),
-        None => SockaddrBytes::from_bytes(&[]),
-    }
-}
-
 /// Checks and encodes typed send control messages: only send types, in
 /// range (`EINVAL`); PKTINFO sources against the `SourceViaPktinfo` rules.
 pub(crate) fn encode_send<const N: usize>(
@@ -205,7 +196,8 @@ const SEND_CONTROL: usize = 256;
 
 /// What one send needs, checked and encoded once before any waiting.
 pub(crate) struct Outgoing {
-    to: SockaddrBytes,
+    /// `sockaddr_in`/`sockaddr_in6` bytes and their length (0: connected).
+    to: ([u8; 28], usize),
     control: CmsgBuf<SEND_CONTROL>,
     flags: i32,
 }
@@ -225,7 +217,14 @@ impl Outgoing {
         let mut control = CmsgBuf::new();
         encode_send(core, cmsgs, &mut control)?;
         Ok(Outgoing {
-            to: dest(to),
+            to: match to {
+                Some(a) => {
+                    let mut b = [0u8; 28];
+                    let n = crate::raw::encode_sockaddr_into(a, &mut b);
+                    (b, n)
+                }
+                None => ([0; 28], 0),
+            },
             control,
             flags: flags.bits() & !libc::MSG_DONTWAIT,
         })
@@ -235,7 +234,7 @@ impl Outgoing {
         sys::sendmsg(
             s,
             bufs,
-            self.to.as_bytes(),
+            &self.to.0[..self.to.1],
             self.control.as_bytes(),
             self.flags,
         )

@@ -18,7 +18,7 @@ use crate::deadline::Dir;
 use crate::error::{Error, Op, Result};
 use crate::msg::{MsgFlags, SendFlags, encode_send};
 use crate::policy::AddrUse;
-use crate::raw::{SockaddrBytes, encode_sockaddr};
+use crate::raw::SockaddrBytes;
 use crate::sys::{self, SendEntry};
 
 /// The most datagrams one batch call sends or receives (more are left for
@@ -166,10 +166,7 @@ impl UdpSocket {
                     AddrUse::SendTo,
                     to,
                 )?;
-                let bytes = encode_sockaddr(to);
-                let b = bytes.as_bytes();
-                p.addrs[i].0[..b.len()].copy_from_slice(b);
-                p.addrs[i].1 = b.len();
+                p.addrs[i].1 = crate::raw::encode_sockaddr_into(to, &mut p.addrs[i].0);
             }
             encode_send(self.core(), d.cmsgs, &mut p.controls[i])?;
         }

@@ -134,12 +134,20 @@ impl std::fmt::Debug for SockaddrBytes {
 /// `sockaddr_in`/`sockaddr_in6`.
 pub fn encode(addr: SocketAddr) -> SockaddrBytes {
     let mut b = [0u8; IN6_LEN];
+    let n = encode_into(addr, &mut b);
+    SockaddrBytes::new(&b[..n])
+}
+
+/// Writes `sockaddr_in`/`sockaddr_in6` bytes for `addr` into `b` and
+/// returns their length (16 or 28): the small form the send paths keep.
+pub(crate) fn encode_into(addr: SocketAddr, b: &mut [u8; IN6_LEN]) -> usize {
+    *b = [0; IN6_LEN];
     match addr {
         SocketAddr::V4(a) => {
             b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
             b[2..4].copy_from_slice(&a.port().to_be_bytes());
             b[4..8].copy_from_slice(&a.ip().octets());
-            SockaddrBytes::new(&b[..IN_LEN])
+            IN_LEN
         }
         SocketAddr::V6(a) => {
             b[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
@@ -147,7 +155,7 @@ pub fn encode(addr: SocketAddr) -> SockaddrBytes {
             b[4..8].copy_from_slice(&a.flowinfo().to_be_bytes());
             b[8..24].copy_from_slice(&a.ip().octets());
             b[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
-            SockaddrBytes::new(&b)
+            IN6_LEN
         }
     }
 }
