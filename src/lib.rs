@@ -15,7 +15,12 @@
 //! | a TCP connection | [`TcpStream`], split into [`ReadHalf`]/[`WriteHalf`] or [`OwnedReadHalf`]/[`OwnedWriteHalf`] |
 //! | set options before connect or listen | [`TcpSocket`] |
 //! | datagrams | [`UdpSocket`] |
-//! | what may reach the kernel | [`Policy`] |
+//! | many datagrams per syscall, GSO/GRO | [`UdpSocket::send_batch`], [`UdpSocket::recv_batch`], [`UdpSocket::send_gso`] |
+//! | messages with flags and control messages | [`msg`], [`cmsg`] (`send_msg`/`recv_msg` on [`UdpSocket`] and [`TcpStream`]) |
+//! | socket options, typed | [`opts`] (`sock.set(opts::TcpNoDelay, true)`) |
+//! | what may reach the kernel | [`Policy`] ([`policy`]) |
+//! | a guest's socket calls, as integers and bytes | [`raw::RawSocket`] |
+//! | one socket per core | [`per_core`], `bind_reuseport` |
 //! | errors, with a Linux errno each | [`Error`] |
 //!
 //! A program that uses the common subset of `tokio::net` compiles against

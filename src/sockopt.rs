@@ -170,15 +170,11 @@ pub(crate) fn get(
         }
     };
     match row.kind {
-        OptKind::Host => {
-            let cap = out.len().min(row.max_len);
-            Ok(sys::getsockopt(core.sock(), level, name, &mut out[..cap])?)
-        }
         // The timeouts are mirrored on the host socket (where, the fd being
         // non-blocking, they change nothing), so reading them back gives
         // exactly what Linux gives: jiffy rounding, huge values, `{0, 0}`
         // after a negative one.
-        OptKind::FacadeTimeout => {
+        OptKind::Host | OptKind::FacadeTimeout => {
             let cap = out.len().min(row.max_len);
             Ok(sys::getsockopt(core.sock(), level, name, &mut out[..cap])?)
         }

@@ -1387,3 +1387,31 @@ async fn unspecified_destination_is_checked_as_loopback() {
         .unwrap_err();
     assert!(none.is_timeout(), "{none:?}");
 }
+
+/// `Policy::allow_all()` is the most permissive policy: opt-in rows on,
+/// unknown options passed to the kernel, only the never list refused.
+#[tokio::test]
+async fn allow_all_passes_everything_but_the_never_list() {
+    use hostsock::raw::{Errno, RawSocket};
+    let p = hostsock::Policy::allow_all();
+    assert!(p.option_allowed(libc::SOL_SOCKET, libc::SO_MARK));
+    assert!(p.option_allowed(libc::IPPROTO_IP, libc::IP_FREEBIND));
+    let raw = RawSocket::new(std::sync::Arc::new(p), libc::AF_INET, libc::SOCK_DGRAM, 0).unwrap();
+    // Outside the table: reaches the kernel, which keeps the value.
+    raw.setsockopt(libc::SOL_SOCKET, libc::SO_DONTROUTE, &1i32.to_ne_bytes())
+        .unwrap();
+    let mut out = [0u8; 4];
+    assert_eq!(
+        raw.getsockopt(libc::SOL_SOCKET, libc::SO_DONTROUTE, &mut out),
+        Ok(4)
+    );
+    assert_eq!(i32::from_ne_bytes(out), 1);
+    // An opt-in row: not refused by the policy (the kernel decides).
+    let r = raw.setsockopt(libc::IPPROTO_IP, libc::IP_FREEBIND, &1i32.to_ne_bytes());
+    assert_ne!(r, Err(Errno::ENOPROTOOPT));
+    // The never list stays closed.
+    assert_eq!(
+        raw.setsockopt(libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &[0; 16]),
+        Err(Errno::ENOPROTOOPT)
+    );
+}

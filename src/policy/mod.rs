@@ -222,10 +222,20 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// The default policy; see [`Policy::default`]. Kept for code that
-    /// wants to say "everything the default allows".
+    /// The most permissive policy: every option of the table on (the
+    /// opt-in ones too), options outside the table passed through, every
+    /// socket kind and address allowed. Only the never-allowed options
+    /// (`SO_ATTACH_FILTER`, `SO_RCVBUFFORCE`, `IP_HDRINCL`, ...) are still
+    /// refused.
     pub fn allow_all() -> Policy {
-        Policy::default()
+        Policy {
+            opts_on: OPTIONS
+                .iter()
+                .enumerate()
+                .fold(0u128, |m, (i, _)| m | (1u128 << i)),
+            unknown: UnknownOpt::PassThrough,
+            ..Policy::default()
+        }
     }
 
     /// The sandbox preset: the default allowlist, plus denials of
