@@ -18,6 +18,30 @@ use crate::deadline::{self, Dir, Timeouts};
 use crate::error::{Error, Op, Result};
 use crate::policy::{Policy, SocketKind};
 
+/// Checks a socket made elsewhere: its kind against the policy, its
+/// protocol (only TCP and UDP, whatever the domain and type say: a
+/// `SOCK_DGRAM` ICMP "ping" socket is not a UDP socket), and its type
+/// against `expect`.
+pub(crate) fn check_adopted(
+    policy: &Policy,
+    fd: RawFd,
+    (domain, ty, protocol): (i32, i32, i32),
+    expect: Option<i32>,
+) -> Result<SocketKind> {
+    let kind = policy.check_kind(fd, domain, ty, protocol)?;
+    let proto_ok = match ty {
+        libc::SOCK_STREAM => matches!(protocol, 0 | libc::IPPROTO_TCP),
+        _ => matches!(protocol, 0 | libc::IPPROTO_UDP),
+    };
+    if !proto_ok || expect.is_some_and(|t| t != ty) {
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket is not of the type this wrapper needs",
+        )));
+    }
+    Ok(kind)
+}
+
 /// A host socket registered with the tokio reactor, with its policy and
 /// timeouts.
 #[derive(Debug)]
@@ -40,16 +64,18 @@ impl Core {
         let ty = i32::from(sock.r#type()?);
         let protocol = sock.protocol()?.map(i32::from).unwrap_or(0);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-        let kind = policy.check_kind(fd, domain, ty, protocol)?;
-        if expect.is_some_and(|t| t != ty) {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the socket is not of the type this wrapper needs",
-            )));
-        }
+        let kind = check_adopted(&policy, fd, (domain, ty, protocol), expect)?;
         sock.set_nonblocking(true)?;
         sock.set_cloexec(true)?;
-        Core::registered(sock, policy, kind)
+        let read = sock.read_timeout()?;
+        let write = sock.write_timeout()?;
+        let core = Core::registered(sock, policy, kind)?;
+        for (dir, t) in [(Dir::Read, read), (Dir::Write, write)] {
+            if let Some(t) = t {
+                core.timeouts.set_wait(dir, deadline::Wait::For(t));
+            }
+        }
+        Ok(core)
     }
 
     /// Registers a socket this crate created non-blocking and close-on-exec.

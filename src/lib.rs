@@ -65,6 +65,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod cmsg;
+mod convert;
 mod core;
 mod deadline;
 mod dgram;

@@ -69,6 +69,43 @@ impl TcpSocket {
         })
     }
 
+    /// Adopts a TCP socket made elsewhere under the default policy: kind
+    /// checked, fd made non-blocking and close-on-exec, host timeouts kept.
+    pub(crate) fn from_socket2(sock: Socket) -> Result<TcpSocket> {
+        let policy = Policy::shared_default();
+        let domain = i32::from(sock.domain()?);
+        let ty = i32::from(sock.r#type()?);
+        let protocol = sock.protocol()?.map(i32::from).unwrap_or(0);
+        let kind = crate::core::check_adopted(
+            &policy,
+            sock.as_raw_fd(),
+            (domain, ty, protocol),
+            Some(libc::SOCK_STREAM),
+        )?;
+        sock.set_nonblocking(true)?;
+        sock.set_cloexec(true)?;
+        let timeouts = Timeouts::default();
+        for (dir, t) in [
+            (Dir::Read, sock.read_timeout()?),
+            (Dir::Write, sock.write_timeout()?),
+        ] {
+            if let Some(t) = t {
+                timeouts.set_wait(dir, crate::deadline::Wait::For(t));
+            }
+        }
+        Ok(TcpSocket {
+            sock,
+            kind,
+            policy,
+            timeouts,
+        })
+    }
+
+    /// The host socket, still non-blocking.
+    pub(crate) fn into_socket2(self) -> Socket {
+        self.sock
+    }
+
     /// Uses `policy` for this socket and what it becomes. The socket's kind
     /// is checked against it: a kind the policy refuses is an error (and
     /// the socket is closed).
