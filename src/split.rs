@@ -2,13 +2,13 @@
 //! (`into_split`). Each half keeps its own timeout timer, so a read timeout
 //! on one task never disturbs a write on another.
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 
 use crate::deadline::PollTimer;
 use crate::error::Result;
@@ -282,6 +282,120 @@ macro_rules! write_impl {
         }
     };
 }
+
+/// The readiness and non-blocking methods of a read half, each the
+/// stream's own.
+macro_rules! read_methods {
+    ($ty:ty) => {
+        impl $ty {
+            /// Waits until the stream may be readable; see
+            /// [`TcpStream::readable`].
+            ///
+            /// # Cancel safety
+            ///
+            /// This method is cancel safe.
+            pub async fn readable(&self) -> Result<()> {
+                self.stream.readable().await
+            }
+
+            /// Waits for any of `interest` (only the read side's readiness
+            /// is meaningful here); see [`TcpStream::ready`].
+            ///
+            /// # Cancel safety
+            ///
+            /// This method is cancel safe.
+            pub async fn ready(&self, interest: Interest) -> Result<Ready> {
+                self.stream.ready(interest).await
+            }
+
+            /// See [`TcpStream::try_read`].
+            ///
+            /// # Errors
+            ///
+            /// `WouldBlock` when nothing is queued.
+            pub fn try_read(&self, buf: &mut [u8]) -> Result<usize> {
+                self.stream.try_read(buf)
+            }
+
+            /// See [`TcpStream::try_read_vectored`].
+            ///
+            /// # Errors
+            ///
+            /// `WouldBlock` when nothing is queued.
+            pub fn try_read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> Result<usize> {
+                self.stream.try_read_vectored(bufs)
+            }
+
+            /// See [`TcpStream::try_read_buf`].
+            ///
+            /// # Errors
+            ///
+            /// `WouldBlock` when nothing is queued.
+            pub fn try_read_buf<B: bytes::BufMut>(&self, buf: &mut B) -> Result<usize> {
+                self.stream.try_read_buf(buf)
+            }
+
+            /// See [`TcpStream::poll_peek`].
+            pub fn poll_peek(
+                &mut self,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<usize>> {
+                self.stream.poll_peek(cx, buf)
+            }
+        }
+    };
+}
+
+/// The readiness and non-blocking methods of a write half.
+macro_rules! write_methods {
+    ($ty:ty) => {
+        impl $ty {
+            /// Waits until the stream may be writable; see
+            /// [`TcpStream::writable`].
+            ///
+            /// # Cancel safety
+            ///
+            /// This method is cancel safe.
+            pub async fn writable(&self) -> Result<()> {
+                self.stream.writable().await
+            }
+
+            /// Waits for any of `interest` (only the write side's readiness
+            /// is meaningful here); see [`TcpStream::ready`].
+            ///
+            /// # Cancel safety
+            ///
+            /// This method is cancel safe.
+            pub async fn ready(&self, interest: Interest) -> Result<Ready> {
+                self.stream.ready(interest).await
+            }
+
+            /// See [`TcpStream::try_write`].
+            ///
+            /// # Errors
+            ///
+            /// `WouldBlock` when the send buffer is full.
+            pub fn try_write(&self, buf: &[u8]) -> Result<usize> {
+                self.stream.try_write(buf)
+            }
+
+            /// See [`TcpStream::try_write_vectored`].
+            ///
+            /// # Errors
+            ///
+            /// `WouldBlock` when the send buffer is full.
+            pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> Result<usize> {
+                self.stream.try_write_vectored(bufs)
+            }
+        }
+    };
+}
+
+read_methods!(ReadHalf<'_>);
+read_methods!(OwnedReadHalf);
+write_methods!(WriteHalf<'_>);
+write_methods!(OwnedWriteHalf);
 
 read_impl!(ReadHalf<'_>);
 read_impl!(OwnedReadHalf);

@@ -382,6 +382,99 @@ macro_rules! drop_in_suite {
             }
 
             // ---------------------------------------------------------------
+            // The rest of tokio's surface: BufMut receives, peek_sender,
+            // readiness polls, try_io/async_io, halves' non-blocking calls.
+            // ---------------------------------------------------------------
+            pub(crate) async fn parity_extras() -> io::Result<()> {
+                let a = UdpSocket::bind("127.0.0.1:0").await?;
+                let b = UdpSocket::bind("127.0.0.1:0").await?;
+                let (a_addr, b_addr) = (a.local_addr()?, b.local_addr()?);
+                b.connect(a_addr).await?;
+                poll_fn(|cx| a.poll_send_ready(cx)).await?;
+                a.send_to(b"one", b_addr).await?;
+                a.send_to(b"two", b_addr).await?;
+                a.send_to(b"three", b_addr).await?;
+                poll_fn(|cx| b.poll_recv_ready(cx)).await?;
+                assert_eq!(b.peek_sender().await?, a_addr);
+                assert_eq!(poll_fn(|cx| b.poll_peek_sender(cx)).await?, a_addr);
+                let mut buf = bytes::BytesMut::with_capacity(64);
+                assert_eq!(b.recv_buf(&mut buf).await?, 3);
+                let mut v = Vec::with_capacity(64);
+                let (n, from) = b.recv_buf_from(&mut v).await?;
+                assert_eq!((n, from, &v[..]), (3, a_addr, &b"two"[..]));
+                assert_eq!(&buf[..], b"one");
+                b.readable().await?;
+                assert_eq!(b.try_peek_sender()?, a_addr);
+                let mut v = Vec::with_capacity(64);
+                assert_eq!(b.try_recv_buf(&mut v)?, 5);
+                assert_eq!(v, b"three");
+                match b.try_recv_buf_from(&mut v) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => panic!("empty queue gave {other:?}"),
+                }
+                a.send_to(b"io", b_addr).await?;
+                let got = b
+                    .async_io(Interest::READABLE, || {
+                        socket2::SockRef::from(&b).peek_sender()
+                    })
+                    .await?;
+                assert_eq!(got.as_socket(), Some(a_addr));
+                let got = b.try_io(Interest::READABLE, || socket2::SockRef::from(&b).peek_sender())?;
+                assert_eq!(got.as_socket(), Some(a_addr));
+
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let client = TcpStream::connect(listener.local_addr()?).await?;
+                let (server, _) = listener.accept().await?;
+                client.set_quickack(true)?;
+                poll_fn(|cx| client.poll_write_ready(cx)).await?;
+                client.try_io(Interest::WRITABLE, || {
+                    socket2::SockRef::from(&client).send(b"hello")
+                })?;
+                poll_fn(|cx| server.poll_read_ready(cx)).await?;
+                let mut got = Vec::with_capacity(64);
+                while got.len() < 5 {
+                    server.readable().await?;
+                    match server.try_read_buf(&mut got) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                assert_eq!(got, b"hello");
+
+                let (rd, wr) = server.into_split();
+                let (crd, cwr) = client.into_split();
+                wr.writable().await?;
+                assert_eq!(wr.try_write(b"ab")?, 2);
+                let mut got = [0u8; 2];
+                let mut have = 0;
+                while have < 2 {
+                    crd.readable().await?;
+                    match crd.try_read(&mut got[have..]) {
+                        Ok(0) => break,
+                        Ok(n) => have += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                assert_eq!(&got, b"ab");
+                cwr.ready(Interest::WRITABLE).await?;
+                assert_eq!(cwr.try_write(b"c")?, 1);
+                rd.ready(Interest::READABLE).await?;
+                let mut v = Vec::with_capacity(8);
+                loop {
+                    match rd.try_read_buf(&mut v) {
+                        Ok(_) => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => rd.readable().await?,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                assert_eq!(v, b"c");
+                Ok(())
+            }
+
+            // ---------------------------------------------------------------
             // The tests: the same for both instantiations.
             // ---------------------------------------------------------------
             #[tokio::test]
@@ -412,6 +505,11 @@ macro_rules! drop_in_suite {
             #[tokio::test]
             async fn udp_works() -> io::Result<()> {
                 crate::util::within(20, udp()).await
+            }
+
+            #[tokio::test]
+            async fn parity_extras_work() -> io::Result<()> {
+                crate::util::within(20, parity_extras()).await
             }
         }
     };

@@ -21,6 +21,7 @@ use crate::policy::{AddrUse, Policy};
 use crate::sys;
 
 mod batch;
+mod buf;
 mod msg;
 mod options;
 mod recv;
@@ -372,9 +373,8 @@ impl UdpSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<SocketAddr>> {
         self.poll_recv_io(cx, |s| {
-            let (n, from) = recv_from_inet(s, buf.initialize_unfilled(), 0)?;
-            buf.advance(n);
-            Ok(from)
+            let (_, from) = sys::recv_from_buf(s, buf, 0)?;
+            crate::core::to_inet(from).map_err(io::Error::from)
         })
     }
 
@@ -434,9 +434,8 @@ impl UdpSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<SocketAddr>> {
         self.poll_recv_io(cx, |s| {
-            let (n, from) = recv_from_inet(s, buf.initialize_unfilled(), libc::MSG_PEEK)?;
-            buf.advance(n);
-            Ok(from)
+            let (_, from) = sys::recv_from_buf(s, buf, libc::MSG_PEEK)?;
+            crate::core::to_inet(from).map_err(io::Error::from)
         })
     }
 

@@ -22,6 +22,7 @@
 //! }
 //! ```
 
+mod ip;
 mod tcp_info;
 mod value;
 

@@ -22,6 +22,7 @@ use crate::sys;
 
 mod connect;
 mod msg;
+mod ready;
 mod rw;
 
 pub(crate) use connect::connect_then_register;

@@ -51,6 +51,49 @@ pub(crate) fn recv_buf(
     Ok(n)
 }
 
+/// `recvfrom(2)` into the unfilled part of a tokio `ReadBuf`, without
+/// zeroing it first; the received bytes are marked initialised and filled.
+pub(crate) fn recv_from_buf(
+    sock: &Socket,
+    buf: &mut ReadBuf<'_>,
+    flags: libc::c_int,
+) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: the unfilled part is only handed to recvfrom(2), which writes
+    // received bytes and never de-initialises anything.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    let (n, from) = sock.recv_from_with_flags(unfilled, flags)?;
+    // With MSG_TRUNC the kernel reports the datagram's real length, which
+    // may exceed what it wrote; only what it wrote is initialised.
+    let written = n.min(buf.remaining());
+    // SAFETY: the kernel wrote `written` bytes at the start of the unfilled
+    // part (never more than the length it was given).
+    unsafe { buf.assume_init(written) };
+    buf.advance(written);
+    Ok((n, from))
+}
+
+/// `recvfrom(2)` into the spare capacity of a `bytes::BufMut` (its current
+/// `chunk_mut`), without zeroing it; the received bytes are committed with
+/// `advance_mut`. Returns the datagram's length as the kernel reports it
+/// and its source (`None` where the kernel gives none, as on TCP).
+pub(crate) fn recv_into_buf_mut<B: bytes::BufMut + ?Sized>(
+    sock: &Socket,
+    buf: &mut B,
+    flags: libc::c_int,
+) -> io::Result<(usize, Option<SockAddr>)> {
+    let chunk = buf.chunk_mut();
+    // SAFETY: the spare capacity is only handed to recvfrom(2), which writes
+    // received bytes into it and never writes uninitialised values.
+    let spare = unsafe { chunk.as_uninit_slice_mut() };
+    let room = spare.len();
+    let (n, from) = sock.recv_from_with_flags(spare, flags)?;
+    // SAFETY: the kernel wrote min(n, room) bytes at the start of the chunk
+    // (with MSG_TRUNC `n` may be the longer, real length).
+    unsafe { buf.advance_mut(n.min(room)) };
+    let from = (from.family() != libc::AF_UNSPEC as libc::sa_family_t).then_some(from);
+    Ok((n, from))
+}
+
 /// `recvmsg(2)` into initialised vectored buffers (one syscall). The kernel
 /// refuses more than 1024 buffers with `EMSGSIZE`.
 pub(crate) fn recv_vectored(
