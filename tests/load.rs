@@ -281,7 +281,7 @@ fn role_udp_flood() {
         let rx = UdpSocket::from_std(rx).unwrap();
         let mut seen = vec![0u64; (DATAGRAMS as usize).div_ceil(64)];
         let mut bufs = vec![[0u8; 64]; hostsock::MAX_BATCH];
-        let mut controls = vec![[0u8; 0]; hostsock::MAX_BATCH];
+        let mut controls = [[0u8; 0]; hostsock::MAX_BATCH];
         let mut received = 0u64;
         let mut dupes = 0u64;
         let mut done_at: Option<Instant> = None;
