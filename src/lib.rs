@@ -70,6 +70,7 @@ mod core;
 mod deadline;
 mod dgram;
 mod error;
+mod framed;
 mod listener;
 pub mod msg;
 pub mod opts;
@@ -85,6 +86,7 @@ mod sys;
 
 pub use dgram::{DatagramInfo, MAX_BATCH, RecvSlot, Transmit, UdpSocket};
 pub use error::{Asked, Denial, Error, Op, Result, Rule};
+pub use framed::{Datagram, Datagrams, MAX_DATAGRAM};
 pub use listener::{Incoming, TcpListener};
 pub use policy::Policy;
 pub use socket::TcpSocket;

@@ -30,6 +30,7 @@ pub(crate) use batch::finish_slots;
 pub use batch::{MAX_BATCH, RecvSlot, Transmit};
 
 pub use msg::DatagramInfo;
+pub(crate) use msg::{info_from, source_cmsgs};
 
 use recv::recv_from_inet;
 

@@ -118,30 +118,7 @@ impl UdpSocket {
                 RecvFlags::EMPTY,
             )
             .await?;
-        let from = meta.addr.ok_or_else(|| {
-            crate::Error::Io(std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
-        })?;
-        let mut info = DatagramInfo {
-            from,
-            local: None,
-            ifindex: None,
-            tos: None,
-            truncated: meta.truncated(),
-        };
-        for m in meta.cmsgs() {
-            match m {
-                Cmsg::PktInfoV4 { ifindex, addr, .. } => {
-                    info.local = Some(addr.into());
-                    info.ifindex = Some(ifindex);
-                }
-                Cmsg::PktInfoV6 { addr, ifindex } => {
-                    info.local = Some(addr.into());
-                    info.ifindex = Some(ifindex);
-                }
-                Cmsg::Tos(t) | Cmsg::TClass(t) => info.tos = Some(t),
-                _ => {}
-            }
-        }
+        let info = info_from(&meta)?;
         Ok((meta.len, info))
     }
 
@@ -161,48 +138,8 @@ impl UdpSocket {
         from: IpAddr,
         tos: Option<u8>,
     ) -> Result<usize> {
-        let mut cmsgs = [Cmsg::Tos(0); 2];
-        let mut n = 0;
         let v6_socket = matches!(self.local_addr()?, SocketAddr::V6(_));
-        match from {
-            IpAddr::V4(src) if !v6_socket => {
-                cmsgs[n] = Cmsg::PktInfoV4 {
-                    ifindex: 0,
-                    spec_dst: src,
-                    addr: std::net::Ipv4Addr::UNSPECIFIED,
-                };
-                n += 1;
-            }
-            IpAddr::V4(src) => {
-                cmsgs[n] = Cmsg::PktInfoV6 {
-                    addr: src.to_ipv6_mapped(),
-                    ifindex: 0,
-                };
-                n += 1;
-            }
-            IpAddr::V6(src) => {
-                cmsgs[n] = Cmsg::PktInfoV6 {
-                    addr: src,
-                    ifindex: 0,
-                };
-                n += 1;
-            }
-        }
-        if let Some(t) = tos {
-            // IPv4 traffic (an IPv4-mapped destination on a dual-stack
-            // socket too) takes its TOS from `IP_TOS`; Linux's IPv4 path
-            // ignores `IPV6_TCLASS`.
-            let v4_traffic = match to {
-                SocketAddr::V4(_) => true,
-                SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
-            };
-            cmsgs[n] = if v4_traffic {
-                Cmsg::Tos(t)
-            } else {
-                Cmsg::TClass(t)
-            };
-            n += 1;
-        }
+        let (cmsgs, n) = source_cmsgs(v6_socket, to, Some(from), tos);
         self.send_msg(
             &[IoSlice::new(buf)],
             Some(to),
@@ -211,6 +148,90 @@ impl UdpSocket {
         )
         .await
     }
+}
+
+/// The [`DatagramInfo`] of a received message: its sender, and the
+/// destination address, interface and TOS its control messages tell.
+pub(crate) fn info_from(meta: &crate::msg::RecvMeta<'_>) -> std::io::Result<DatagramInfo> {
+    let from = meta
+        .addr
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
+    let mut info = DatagramInfo {
+        from,
+        local: None,
+        ifindex: None,
+        tos: None,
+        truncated: meta.truncated(),
+    };
+    for m in meta.cmsgs() {
+        match m {
+            Cmsg::PktInfoV4 { ifindex, addr, .. } => {
+                info.local = Some(addr.into());
+                info.ifindex = Some(ifindex);
+            }
+            Cmsg::PktInfoV6 { addr, ifindex } => {
+                info.local = Some(addr.into());
+                info.ifindex = Some(ifindex);
+            }
+            Cmsg::Tos(t) | Cmsg::TClass(t) => info.tos = Some(t),
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+/// The control messages that send a datagram to `to` from the local
+/// address `from` (`IP_PKTINFO`, or `IPV6_PKTINFO` on an IPv6 socket) with
+/// a TOS / traffic class; the array and how many of it are used.
+pub(crate) fn source_cmsgs(
+    v6_socket: bool,
+    to: SocketAddr,
+    from: Option<IpAddr>,
+    tos: Option<u8>,
+) -> ([Cmsg<'static>; 2], usize) {
+    let mut cmsgs = [Cmsg::Tos(0); 2];
+    let mut n = 0;
+    match from {
+        Some(IpAddr::V4(src)) if !v6_socket => {
+            cmsgs[n] = Cmsg::PktInfoV4 {
+                ifindex: 0,
+                spec_dst: src,
+                addr: std::net::Ipv4Addr::UNSPECIFIED,
+            };
+            n += 1;
+        }
+        Some(IpAddr::V4(src)) => {
+            cmsgs[n] = Cmsg::PktInfoV6 {
+                addr: src.to_ipv6_mapped(),
+                ifindex: 0,
+            };
+            n += 1;
+        }
+        Some(IpAddr::V6(src)) => {
+            cmsgs[n] = Cmsg::PktInfoV6 {
+                addr: src,
+                ifindex: 0,
+            };
+            n += 1;
+        }
+        None => {}
+    }
+    if let Some(t) = tos {
+        // IPv4 traffic (an IPv4-mapped destination on a dual-stack socket
+        // too) takes its TOS from `IP_TOS`; Linux's IPv4 path ignores
+        // `IPV6_TCLASS`.
+        let v4_traffic = match to {
+            SocketAddr::V4(_) => true,
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+        };
+        cmsgs[n] = if v4_traffic {
+            Cmsg::Tos(t)
+        } else {
+            Cmsg::TClass(t)
+        };
+        n += 1;
+    }
+    (cmsgs, n)
 }
 
 impl UdpSocket {
