@@ -170,7 +170,9 @@ async fn accept_and_read() -> Result<(), BoxError> {
         started,
         r.map_err(hostsock::Error::from),
     )?;
-    println!("      (as the std::io::Error that AsyncRead gives: kind {kind:?})");
+    if let Some(kind) = kind {
+        println!("      (as the std::io::Error that AsyncRead gives: kind {kind:?})");
+    }
 
     // Both set: whichever comes first ends the wait.
     let started = Instant::now();
