@@ -182,21 +182,25 @@ impl Core {
     ) -> Result<R> {
         // The common case (no deadline, no timeout) goes straight to the
         // reactor: no timer, no clock read.
-        if call_deadline.is_none() && self.timeouts.wait(dir) == deadline::Wait::Forever {
-            return self
-                .fd
-                .async_io(interest, |s| f(s))
-                .await
-                .map_err(Error::from);
-        }
-        let at = self.timeouts.deadline(dir, call_deadline);
-        deadline::run(at, op, async {
+        let r = if call_deadline.is_none() && self.timeouts.wait(dir) == deadline::Wait::Forever {
             self.fd
                 .async_io(interest, |s| f(s))
                 .await
                 .map_err(Error::from)
-        })
-        .await
+        } else {
+            let at = self.timeouts.deadline(dir, call_deadline);
+            deadline::run(at, op, async {
+                self.fd
+                    .async_io(interest, |s| f(s))
+                    .await
+                    .map_err(Error::from)
+            })
+            .await
+        };
+        if let Err(e) = &r {
+            crate::trace::failed(self.raw_fd(), op, e);
+        }
+        r
     }
 
     /// Waits until the fd is ready for `interest`, or the deadline passes.

@@ -30,6 +30,13 @@
 //! `std::io::Result`, as tokio's do, so that hand-written futures and
 //! streams can forward them.
 //!
+//! # Cargo features
+//!
+//! - `tracing` (off by default): every policy denial is a `WARN` event
+//!   (target `hostsock::policy`, with the fd, operation, rule and errno), and
+//!   every error an async operation ends with a `DEBUG` event (target
+//!   `hostsock::io`), so an embedder sees them in its existing logs.
+//!
 //! # Timeouts and deadlines
 //!
 //! Each socket has a read timeout (receive, read, peek, accept) and a write
@@ -83,6 +90,7 @@ mod split;
 mod stream;
 #[allow(unsafe_code)]
 mod sys;
+mod trace;
 
 pub use dgram::{DatagramInfo, MAX_BATCH, RecvSlot, Transmit, UdpSocket};
 pub use error::{Asked, Denial, Error, Op, Result, Rule};

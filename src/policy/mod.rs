@@ -323,6 +323,7 @@ impl Policy {
 
     /// Refuses with `denial`: the audit hook sees it, and it is returned.
     pub(crate) fn deny(&self, fd: RawFd, denial: Denial) -> Denial {
+        crate::trace::denied(fd, &denial);
         if let Some(hook) = &self.audit {
             hook(&AuditEvent {
                 fd,
