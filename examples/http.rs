@@ -104,6 +104,11 @@ async fn demo() -> Result<(), BoxError> {
 
 /// Accepts connections until the listener fails; each gets `read_timeout`
 /// and is served by hyper in its own task.
+///
+/// The read timeout counts from the last bytes received. hyper keeps a read
+/// pending while a handler runs (to notice a client that goes away), so the
+/// timeout must be longer than the slowest handler, or the request is cut
+/// off.
 async fn serve(listener: TcpListener, read_timeout: Duration, log: bool) {
     let next_id = Arc::new(AtomicUsize::new(0));
     // `incoming()` pauses (10 ms, doubling up to 500 ms) instead of spinning
