@@ -232,3 +232,26 @@ async fn framed_read_then_reunite_keeps_buffered_lines() {
     assert_eq!(n, 100);
     within(10, client).await.unwrap();
 }
+
+/// `FramedRead`/`FramedWrite` over the borrowed halves of `split()`, both
+/// driven from one task.
+#[tokio::test]
+async fn framed_read_write_over_borrowed_halves() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        framed_echo(stream).await
+    });
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let (read, write) = client.split();
+    let sink = FramedWrite::new(write, codec());
+    let stream = FramedRead::new(read, codec());
+    within(120, send_all_check_replies(sink, stream)).await;
+    assert_eq!(within(10, server).await.unwrap(), LINES);
+    // The stream is whole again once the halves are gone; the server has
+    // closed, so a read on it is end of stream.
+    let mut buf = [0u8; 8];
+    let n = tokio::io::AsyncReadExt::read(&mut client, &mut buf).await;
+    assert_eq!(n.unwrap(), 0);
+}
