@@ -1,7 +1,8 @@
 //! TLS over hostsock streams with tokio-rustls (ring provider, chosen
 //! explicitly): a self-signed certificate made in the test with rcgen, an
 //! echo of several messages up to 1 MiB, and a clean `close_notify`
-//! shutdown in both directions; over TLS 1.3 and TLS 1.2.
+//! shutdown in both directions; over TLS 1.3 and TLS 1.2. Then HTTPS:
+//! hyper over TLS over hostsock, asked by hyper's client and by curl.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,14 @@ async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
 /// A server and a client config for `localhost`, both on the ring provider
 /// and limited to `version`; the client trusts only the test certificate.
 fn configs(version: &'static SupportedProtocolVersion) -> (ServerConfig, ClientConfig) {
+    let (server, client, _pem) = configs_with_pem(version);
+    (server, client)
+}
+
+/// [`configs`], and the certificate as PEM (for curl's `--cacert`).
+fn configs_with_pem(
+    version: &'static SupportedProtocolVersion,
+) -> (ServerConfig, ClientConfig, String) {
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("self-signed");
     let cert_der: CertificateDer<'static> = cert.der().clone();
@@ -44,7 +53,7 @@ fn configs(version: &'static SupportedProtocolVersion) -> (ServerConfig, ClientC
         .expect("protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    (server, client)
+    (server, client, cert.pem())
 }
 
 /// Message `i` of the exchange: sizes 1 B to 1 MiB, distinct contents.
@@ -220,4 +229,122 @@ async fn tcp_close_without_close_notify_is_unexpected_eof() {
         .unwrap()
         .expect_err("a bare TCP close is not a clean TLS close");
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+}
+
+/// HTTPS: hyper's HTTP/1.1 server over TLS over a hostsock stream, asked
+/// by hyper's client (over TLS over a hostsock stream) and by curl, which
+/// checks the certificate against the test's PEM and sends two requests on
+/// one TLS connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_hyper_server_answers_hyper_client_and_curl() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+
+    let (mut server_cfg, client_cfg, pem) = configs_with_pem(&rustls::version::TLS13);
+    server_cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(server_cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let id = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let body = format!("secure {} on connection {id}\n", req.uri().path());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+
+    // hyper's client, over TLS, over a hostsock stream.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = TlsConnector::from(Arc::new(client_cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("client handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls))
+            .await
+            .expect("http handshake");
+    tokio::spawn(conn);
+    for path in ["/one", "/two", "/three"] {
+        sender.ready().await.unwrap();
+        let req = hyper::Request::builder()
+            .uri(path)
+            .header(hyper::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = within(10, sender.send_request(req)).await.unwrap();
+        assert_eq!(res.status(), hyper::StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("secure {path} on connection 0\n"));
+    }
+    drop(sender);
+
+    if tokio::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .await
+        .is_err()
+    {
+        println!("skipping the curl half: curl is not installed (CI installs it)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hostsock-interop-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let port = addr.port();
+    let out = within(
+        30,
+        tokio::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20", "--http1.1"])
+            .arg("--cacert")
+            .arg(&ca)
+            .arg("--resolve")
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .args(["--write-out", "[connects=%{num_connects}]\n"])
+            .arg(format!("https://localhost:{port}/a"))
+            .arg(format!("https://localhost:{port}/b"))
+            .output(),
+    )
+    .await
+    .expect("run curl");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "secure /a on connection 1",
+            "[connects=1]",
+            "secure /b on connection 1",
+            "[connects=0]",
+        ]
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
