@@ -2,7 +2,8 @@
 //! (through hyper-util's `TokioIo`) answering curl with keep-alive, hyper's
 //! own client over hostsock streams with 100 concurrent connections and
 //! several requests on each, and a server-side read timeout on accepted
-//! streams closing idle keep-alive and stalled connections.
+//! streams closing idle keep-alive and stalled connections; and the same
+//! over IPv6 loopback.
 
 use std::convert::Infallible;
 use std::io;
@@ -84,7 +85,12 @@ fn io_kind(e: &hyper::Error) -> io::ErrorKind {
 
 /// Starts a server on 127.0.0.1:0; each accepted stream gets `read_timeout`.
 async fn start_server(read_timeout: Option<Duration>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_server_on("127.0.0.1:0", read_timeout).await
+}
+
+/// Starts a server on `bind`; each accepted stream gets `read_timeout`.
+async fn start_server_on(bind: &str, read_timeout: Option<Duration>) -> Server {
+    let listener = TcpListener::bind(bind).await.expect("bind");
     let addr = listener.local_addr().expect("local_addr");
     let (accepted_tx, accepted) = watch::channel(0usize);
     let (ends_tx, ends) = mpsc::unbounded_channel();
@@ -464,4 +470,51 @@ async fn read_timeout_cuts_off_a_stalled_request() {
         timeout.as_millis()
     );
     assert!(server_waited >= timeout - Duration::from_millis(50));
+}
+
+/// The same server on IPv6 loopback, asked by hyper's client and by curl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_loopback_hyper_client_and_curl() {
+    let server = start_server_on("[::1]:0", Some(Duration::from_secs(30))).await;
+    assert!(server.addr.is_ipv6());
+    let (mut sender, _done) = client(server.addr).await;
+    let (status, conn, body) = within(
+        10,
+        request(&mut sender, Method::GET, "/hello/six", Bytes::new()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, format!("hello six from connection {conn}\n"));
+    let sent = body_for(6, 100_000);
+    let (_, again, body) = within(
+        10,
+        request(&mut sender, Method::POST, "/echo", sent.clone()),
+    )
+    .await;
+    assert_eq!(again, conn);
+    assert!(body == sent);
+
+    if tokio::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .await
+        .is_err()
+    {
+        println!("skipping the curl half: curl is not installed (CI installs it)");
+        return;
+    }
+    let out = within(
+        30,
+        tokio::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20", "--globoff"])
+            .arg(format!("http://{}/hello/curl6", server.addr))
+            .output(),
+    )
+    .await
+    .expect("run curl");
+    assert!(out.status.success(), "curl failed: {}", out.status);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello curl6 from connection 1\n"
+    );
 }
