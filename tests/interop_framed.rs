@@ -3,6 +3,8 @@
 //! `FramedRead`/`FramedWrite` over the owned halves from `into_split()`.
 //! Every test sends many lines, some empty, some long (64 KiB and 1 MiB),
 //! some with multi-byte UTF-8, and checks each one's content and order.
+//! Last, a proxy made of `tokio::io::copy_bidirectional` between a hostsock
+//! stream and a `tokio::net` one, carrying half-closes through.
 
 use std::time::Duration;
 
@@ -254,4 +256,54 @@ async fn framed_read_write_over_borrowed_halves() {
     let mut buf = [0u8; 8];
     let n = tokio::io::AsyncReadExt::read(&mut client, &mut buf).await;
     assert_eq!(n.unwrap(), 0);
+}
+
+/// A proxy: `tokio::io::copy_bidirectional` between an accepted hostsock
+/// stream and a hostsock connection to a `tokio::net` backend. The client's
+/// half-close must travel through the proxy (the backend reads to end of
+/// stream before answering), and the backend's close back.
+#[tokio::test]
+async fn copy_bidirectional_proxy_carries_half_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = backend.accept().await.unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        all.reverse();
+        s.write_all(&all).await.unwrap();
+        s.shutdown().await.unwrap();
+    });
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let proxy = tokio::spawn(async move {
+        let (mut a, _) = front.accept().await.unwrap();
+        let mut b = TcpStream::connect(backend_addr).await.unwrap();
+        tokio::io::copy_bidirectional(&mut a, &mut b).await
+    });
+
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut client = TcpStream::connect(front_addr).await.unwrap();
+    let (mut r, mut w) = client.split();
+    let write = async {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let mut got = Vec::new();
+    let read = async {
+        r.read_to_end(&mut got).await.unwrap();
+    };
+    within(60, async { tokio::join!(write, read) }).await;
+    let mut want = data.clone();
+    want.reverse();
+    assert!(
+        got == want,
+        "{} bytes back, {} expected",
+        got.len(),
+        want.len()
+    );
+    let (up, down) = within(10, proxy).await.unwrap().expect("proxy");
+    assert_eq!((up, down), (data.len() as u64, data.len() as u64));
 }
