@@ -2,7 +2,8 @@
 //! explicitly): a self-signed certificate made in the test with rcgen, an
 //! echo of several messages up to 1 MiB, and a clean `close_notify`
 //! shutdown in both directions; over TLS 1.3 and TLS 1.2. Then HTTPS:
-//! hyper over TLS over hostsock, asked by hyper's client and by curl.
+//! hyper over TLS over hostsock, asked by hyper's client and by curl. And
+//! a read timeout on the accepted stream bounding a silent handshake.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -347,4 +348,30 @@ async fn https_hyper_server_answers_hyper_client_and_curl() {
         ]
     );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A client that connects and never starts the handshake: the server's
+/// read timeout on the accepted stream ends the TLS accept with a
+/// timed-out error carrying hostsock's errno (`EAGAIN`).
+#[tokio::test]
+async fn read_timeout_bounds_a_silent_tls_handshake() {
+    let (server_cfg, _) = configs(&rustls::version::TLS13);
+    let acceptor = TlsAcceptor::from(Arc::new(server_cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _silent = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (tcp, _) = listener.accept().await.unwrap();
+    let timeout = Duration::from_millis(200);
+    tcp.set_read_timeout(Some(timeout)).unwrap();
+    let started = tokio::time::Instant::now();
+    let err = within(10, acceptor.accept(tcp))
+        .await
+        .map(|_| ())
+        .expect_err("a silent client cannot finish the handshake");
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert_eq!(hostsock::Error::from(err).errno(), libc::EAGAIN);
+    assert!(waited >= timeout, "gave up after {waited:?}");
+    assert!(waited < timeout + Duration::from_secs(3), "{waited:?}");
 }
