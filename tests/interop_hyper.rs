@@ -1,5 +1,6 @@
 //! hyper 1.x over hostsock: an HTTP/1.1 server on `hostsock::TcpListener`
-//! (through hyper-util's `TokioIo`) answering curl with keep-alive, hyper's
+//! (through hyper-util's `TokioIo`) answering curl (keep-alive, a POST, 100
+//! transfers in parallel), hyper's
 //! own client over hostsock streams with 100 concurrent connections and
 //! several requests on each, and a server-side read timeout on accepted
 //! streams closing idle keep-alive and stalled connections; and the same
@@ -292,6 +293,83 @@ async fn curl_posts_a_body_and_gets_it_back() {
     assert!(out.status.success(), "curl failed: {}", out.status);
     assert_eq!(out.stdout.len(), body.len());
     assert!(out.stdout == body, "echoed body differs");
+}
+
+/// curl runs 100 transfers in parallel (`--parallel`, up to 100 at once);
+/// each body names its request, and curl's count of new connections
+/// matches the server's count of accepted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_100_parallel_requests() {
+    if tokio::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .await
+        .is_err()
+    {
+        println!("skipping: curl is not installed (CI installs it)");
+        return;
+    }
+    let server = start_server(Some(Duration::from_secs(30))).await;
+    let dir = std::env::temp_dir().join(format!("hostsock-interop-par-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = within(
+        60,
+        tokio::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--no-progress-meter"])
+            .args(["--max-time", "30"])
+            .args([
+                "--parallel",
+                "--parallel-immediate",
+                "--parallel-max",
+                "100",
+            ])
+            .args(["--write-out", "%{http_code} %{num_connects}\\n"])
+            .arg("--output")
+            .arg(dir.join("#1.txt"))
+            .arg(format!("http://{}/hello/[1-100]", server.addr))
+            .output(),
+    )
+    .await
+    .expect("run curl");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut new_connections = 0;
+    let mut transfers = 0;
+    for l in stdout.lines() {
+        let (code, connects) = l.split_once(' ').expect("code and connects");
+        assert_eq!(code, "200", "{l}");
+        new_connections += connects.parse::<usize>().expect("num_connects");
+        transfers += 1;
+    }
+    assert_eq!(transfers, 100);
+    let accepted = *server.accepted.borrow();
+    let mut bodies_ok = 0;
+    for n in 1..=100 {
+        let body = std::fs::read_to_string(dir.join(format!("{n}.txt"))).expect("body file");
+        let rest = body
+            .strip_prefix(&format!("hello {n} from connection "))
+            .unwrap_or_else(|| panic!("body {n}: {body:?}"));
+        let conn: usize = rest.trim_end().parse().expect("connection id");
+        assert!(conn < accepted, "body {n} names connection {conn}");
+        bodies_ok += 1;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let max_open = server.max_open.load(Ordering::SeqCst);
+    println!(
+        "curl --parallel: {transfers} transfers, {new_connections} new connections \
+         (server accepted {accepted}, at most {max_open} open at once)"
+    );
+    assert_eq!(bodies_ok, 100);
+    assert_eq!(new_connections, accepted, "curl's and the server's counts");
+    assert!(
+        max_open >= 2,
+        "transfers ran in parallel ({max_open} open at once)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
