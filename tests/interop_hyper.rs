@@ -1,10 +1,9 @@
 //! hyper 1.x over hostsock: an HTTP/1.1 server on `hostsock::TcpListener`
 //! (through hyper-util's `TokioIo`) answering curl (keep-alive, a POST, 100
-//! transfers in parallel), hyper's
-//! own client over hostsock streams with 100 concurrent connections and
-//! several requests on each, and a server-side read timeout on accepted
-//! streams closing idle keep-alive and stalled connections; and the same
-//! over IPv6 loopback.
+//! transfers in parallel), hyper's own client over hostsock streams with 100
+//! concurrent connections and several requests on each, and a server-side
+//! read timeout on accepted streams closing idle keep-alive and stalled
+//! connections; and the same over IPv6 loopback.
 
 use std::convert::Infallible;
 use std::io;
