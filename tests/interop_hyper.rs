@@ -29,6 +29,24 @@ async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("test step took longer than {secs} s"))
 }
 
+/// A directory under the system temp dir, removed when dropped (also when
+/// a test fails).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("hostsock-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// How one served connection ended.
 #[derive(Debug)]
 struct ConnEnd {
@@ -272,8 +290,8 @@ async fn curl_posts_a_body_and_gets_it_back() {
         return;
     }
     let server = start_server(None).await;
-    let dir = std::env::temp_dir().join(format!("hostsock-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("interop-post");
+    let dir = &tmp.0;
     let file = dir.join("body.bin");
     let body = body_for(7, 300_000);
     std::fs::write(&file, &body).unwrap();
@@ -288,7 +306,6 @@ async fn curl_posts_a_body_and_gets_it_back() {
     )
     .await
     .expect("run curl");
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(out.status.success(), "curl failed: {}", out.status);
     assert_eq!(out.stdout.len(), body.len());
     assert!(out.stdout == body, "echoed body differs");
@@ -309,8 +326,8 @@ async fn curl_100_parallel_requests() {
         return;
     }
     let server = start_server(Some(Duration::from_secs(30))).await;
-    let dir = std::env::temp_dir().join(format!("hostsock-interop-par-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("interop-par");
+    let dir = &tmp.0;
     let out = within(
         60,
         tokio::process::Command::new("curl")
@@ -357,7 +374,6 @@ async fn curl_100_parallel_requests() {
         assert!(conn < accepted, "body {n} names connection {conn}");
         bodies_ok += 1;
     }
-    std::fs::remove_dir_all(&dir).unwrap();
     let max_open = server.max_open.load(Ordering::SeqCst);
     println!(
         "curl --parallel: {transfers} transfers, {new_connections} new connections \

@@ -23,6 +23,24 @@ async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("test step took longer than {secs} s"))
 }
 
+/// A directory under the system temp dir, removed when dropped (also when
+/// a test fails).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("hostsock-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A server and a client config for `localhost`, both on the ring provider
 /// and limited to `version`; the client trusts only the test certificate.
 fn configs(version: &'static SupportedProtocolVersion) -> (ServerConfig, ClientConfig) {
@@ -309,8 +327,8 @@ async fn https_hyper_server_answers_hyper_client_and_curl() {
         println!("skipping the curl half: curl is not installed (CI installs it)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("hostsock-interop-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("interop-tls");
+    let dir = &tmp.0;
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, &pem).unwrap();
     let port = addr.port();
@@ -329,7 +347,6 @@ async fn https_hyper_server_answers_hyper_client_and_curl() {
     )
     .await
     .expect("run curl");
-    std::fs::remove_dir_all(&dir).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
