@@ -18,7 +18,10 @@ struct Entry<'a> {
 /// the walk: fewer than a header's bytes left, a `cmsg_len` shorter than
 /// the header, or longer than what is left.
 fn entry_at(buf: &[u8], pos: usize) -> Result<Option<Entry<'_>>, ()> {
-    let Some(header) = buf.get(pos..).and_then(|rest| rest.get(..HEADER_LEN)) else {
+    let Some(header) = buf
+        .get(pos..)
+        .and_then(|rest| rest.first_chunk::<HEADER_LEN>())
+    else {
         return Ok(None);
     };
     let mut len = [0u8; 8];
@@ -31,7 +34,10 @@ fn entry_at(buf: &[u8], pos: usize) -> Result<Option<Entry<'_>>, ()> {
         return Err(());
     }
     let end = pos.checked_add(cmsg_len).ok_or(())?;
-    let data = buf.get(pos + HEADER_LEN..end).ok_or(())?;
+    let data = buf
+        .get(pos..end)
+        .and_then(|entry| entry.get(HEADER_LEN..))
+        .ok_or(())?;
     let next = pos.checked_add(align(cmsg_len)).ok_or(())?;
     Ok(Some(Entry {
         level,
@@ -87,8 +93,7 @@ impl<'a> Iterator for CmsgIter<'a> {
 }
 
 fn int_at(b: &[u8], at: usize) -> Option<i32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(i32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..)?.first_chunk().map(|s| i32::from_ne_bytes(*s))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
@@ -96,29 +101,22 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 fn i64_at(b: &[u8], at: usize) -> Option<i64> {
-    let s = b.get(at..at.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(s);
-    Some(i64::from_ne_bytes(a))
+    b.get(at..)?.first_chunk().map(|s| i64::from_ne_bytes(*s))
 }
 
 fn v4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(Ipv4Addr::new(s[0], s[1], s[2], s[3]))
+    b.get(at..)?.first_chunk::<4>().map(|s| Ipv4Addr::from(*s))
 }
 
 fn v6_at(b: &[u8], at: usize) -> Option<Ipv6Addr> {
-    let s = b.get(at..at.checked_add(16)?)?;
-    let mut a = [0u8; 16];
-    a.copy_from_slice(s);
-    Some(Ipv6Addr::from(a))
+    b.get(at..)?.first_chunk::<16>().map(|s| Ipv6Addr::from(*s))
 }
 
 /// A byte-or-int payload (`IP_TOS` arrives as one byte, `IP_TTL` as an
 /// int; both forms are accepted).
 fn small_int(b: &[u8]) -> Option<i32> {
     match b.len() {
-        1 => Some(i32::from(b[0])),
+        1 => b.first().map(|&v| i32::from(v)),
         n if n >= 4 => int_at(b, 0),
         _ => None,
     }
@@ -198,9 +196,9 @@ fn decode(level: i32, ty: i32, b: &[u8]) -> Cmsg<'_> {
         (IPPROTO_UDP, UDP_GRO) => int_at(b, 0)
             .and_then(|v| u16::try_from(v).ok())
             .map(Cmsg::UdpGro),
-        (IPPROTO_UDP, UDP_SEGMENT) => {
-            (b.len() == 2).then(|| Cmsg::UdpSegment(u16::from_ne_bytes([b[0], b[1]])))
-        }
+        (IPPROTO_UDP, UDP_SEGMENT) => <&[u8; 2]>::try_from(b)
+            .ok()
+            .map(|s| Cmsg::UdpSegment(u16::from_ne_bytes(*s))),
         _ => None,
     };
     known.unwrap_or(Cmsg::Unknown { level, ty, data: b })
@@ -218,20 +216,28 @@ pub(crate) fn filter_received(buf: &mut [u8], len: usize, keep_unknown: bool) ->
     }
     let (mut read, mut write, mut dropped) = (0usize, 0usize, false);
     loop {
-        let (level, ty, cmsg_len, next) = match entry_at(&buf[..len], read) {
-            Ok(Some(e)) => (e.level, e.ty, e.data.len() + HEADER_LEN, e.next),
+        let entry = buf
+            .get(..len)
+            .map_or(Ok(None), |filled| entry_at(filled, read));
+        let (level, ty, cmsg_len, next) = match entry {
+            Ok(Some(e)) => (
+                e.level,
+                e.ty,
+                e.data.len().saturating_add(HEADER_LEN),
+                e.next,
+            ),
             Ok(None) => break,
             Err(()) => {
                 dropped = true;
                 break;
             }
         };
-        let end = (read + align(cmsg_len)).min(len);
+        let end = read.saturating_add(align(cmsg_len)).min(len);
         if is_known_receive(level, ty) {
             if read != write {
                 buf.copy_within(read..end, write);
             }
-            write += end - read;
+            write = write.saturating_add(end.saturating_sub(read));
         } else {
             dropped = true;
         }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Cmsg, ExtendedError, align, cmsg_len, space};
+use super::{Cmsg, ExtendedError, HEADER_LEN, cmsg_len, space};
 use crate::raw::{Errno, encode_sockaddr};
 
 /// A control-message buffer of `N` bytes, 8-byte aligned, on the stack:
@@ -71,7 +71,7 @@ impl<const N: usize> CmsgBuf<N> {
             Cmsg::Unknown { data, .. } => data,
             other => {
                 let n = encode_payload(other, &mut payload);
-                &payload[..n]
+                payload.get(..n).unwrap_or_default()
             }
         };
         let (level, ty) = m.level_type();
@@ -84,18 +84,28 @@ impl<const N: usize> CmsgBuf<N> {
         let end = self.len.checked_add(need).ok_or(Errno::ENOBUFS)?;
         let slot = self.bytes.get_mut(self.len..end).ok_or(Errno::ENOBUFS)?;
         slot.fill(0);
-        slot[..8].copy_from_slice(&(cmsg_len(data.len()) as u64).to_ne_bytes());
-        slot[8..12].copy_from_slice(&level.to_ne_bytes());
-        slot[12..16].copy_from_slice(&ty.to_ne_bytes());
-        slot[16..16 + data.len()].copy_from_slice(data);
-        debug_assert_eq!(need, 16 + align(data.len()));
+        let (header, payload) = slot
+            .split_first_chunk_mut::<HEADER_LEN>()
+            .ok_or(Errno::ENOBUFS)?;
+        header[..8].copy_from_slice(&(cmsg_len(data.len()) as u64).to_ne_bytes());
+        header[8..12].copy_from_slice(&level.to_ne_bytes());
+        header[12..16].copy_from_slice(&ty.to_ne_bytes());
+        payload
+            .get_mut(..data.len())
+            .ok_or(Errno::ENOBUFS)?
+            .copy_from_slice(data);
+        debug_assert_eq!(need, space(data.len()));
         self.len = end;
         Ok(())
     }
 }
 
+/// Writes `bytes` at `at` (the callers' offsets are fixed and fit the
+/// 64-byte payload buffer).
 fn put(out: &mut [u8], at: usize, bytes: &[u8]) {
-    out[at..at + bytes.len()].copy_from_slice(bytes);
+    if let Some(dst) = out.get_mut(at..).and_then(|o| o.get_mut(..bytes.len())) {
+        dst.copy_from_slice(bytes);
+    }
 }
 
 /// The payload of a typed message, written into `out` (64 bytes, more than
@@ -148,10 +158,10 @@ fn encode_payload(m: &Cmsg<'_>, out: &mut [u8; 64]) -> usize {
 fn sockaddr(out: &mut [u8], at: usize, a: SocketAddr) -> usize {
     let b = encode_sockaddr(a);
     put(out, at, b.as_bytes());
-    at + b.as_bytes().len()
+    at.saturating_add(b.as_bytes().len())
 }
 
-fn extended_error(e: &ExtendedError, out: &mut [u8]) -> usize {
+fn extended_error(e: &ExtendedError, out: &mut [u8; 64]) -> usize {
     put(out, 0, &e.errno.to_ne_bytes());
     out[4] = e.origin;
     out[5] = e.icmp_type;

@@ -21,6 +21,14 @@
 //! assert_eq!(seen, [Cmsg::Tos(0x10), Cmsg::Ttl(7)]);
 //! ```
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 mod decode;
 mod encode;
 
@@ -35,17 +43,17 @@ pub const HEADER_LEN: usize = 16;
 
 /// `CMSG_ALIGN`: lengths round up to 8 bytes.
 pub const fn align(len: usize) -> usize {
-    (len + 7) & !7
+    len.saturating_add(7) & !7
 }
 
 /// `CMSG_SPACE(len)`: header, payload and padding.
 pub const fn space(len: usize) -> usize {
-    HEADER_LEN + align(len)
+    HEADER_LEN.saturating_add(align(len))
 }
 
 /// `CMSG_LEN(len)`: what `cmsg_len` holds for a payload of `len` bytes.
 pub const fn cmsg_len(len: usize) -> usize {
-    HEADER_LEN + len
+    HEADER_LEN.saturating_add(len)
 }
 
 /// The extended error of an `IP_RECVERR`/`IPV6_RECVERR` message
@@ -224,4 +232,11 @@ pub(crate) fn is_known_receive(level: i32, ty: i32) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests;

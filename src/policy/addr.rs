@@ -88,7 +88,7 @@ impl Cidr {
             if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
                 return Cidr {
                     addr: IpAddr::V4(v4),
-                    prefix: (prefix - 96).min(32),
+                    prefix: prefix.saturating_sub(96).min(32),
                 };
             }
         }
@@ -145,11 +145,11 @@ fn prefix_match(net: &[u8], addr: &[u8], prefix: u8) -> bool {
             return true;
         }
         let bits = left.min(8);
-        let mask = (0xffu16 << (8 - bits)) as u8;
+        let mask = (0xffu16 << 8usize.saturating_sub(bits)) as u8;
         if n & mask != a & mask {
             return false;
         }
-        left -= bits;
+        left = left.saturating_sub(bits);
     }
     true
 }
@@ -256,6 +256,13 @@ impl From<IpAddr> for Cidr {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 

@@ -10,6 +10,14 @@
 //! built, and rules are scanned in place. An audit hook, if set, sees every
 //! denial.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 pub(crate) mod addr;
 mod table;
 
@@ -306,8 +314,13 @@ impl Policy {
     /// The verdict for a use of `addr`, and the index of the rule that gave
     /// it (`None`: the default verdict).
     pub fn addr_verdict(&self, usage: AddrUse, addr: SocketAddr) -> (Verdict, Option<usize>) {
-        match self.rules.iter().position(|r| r.matches(usage, addr)) {
-            Some(i) => (self.rules[i].verdict(), Some(i)),
+        match self
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches(usage, addr))
+        {
+            Some((i, r)) => (r.verdict(), Some(i)),
             None => (self.default_verdict, None),
         }
     }
@@ -344,11 +357,8 @@ impl Policy {
         match self.addr_verdict(usage, effective_destination(usage, addr)) {
             (Verdict::Allow, _) => Ok(()),
             (Verdict::Deny, index) => {
-                let rule = match index {
-                    Some(i) => crate::error::Rule::Address {
-                        index: i,
-                        rule: self.rules[i],
-                    },
+                let rule = match index.and_then(|i| Some((i, *self.rules.get(i)?))) {
+                    Some((index, rule)) => crate::error::Rule::Address { index, rule },
                     None => crate::error::Rule::DefaultVerdict,
                 };
                 Err(self.deny(

@@ -53,7 +53,7 @@ impl RawSocket {
         let core = self.core()?;
         let n = msgs.len().min(MAX_BATCH);
         let mut controls: [CmsgBuf<CONTROL>; MAX_BATCH] = std::array::from_fn(|_| CmsgBuf::new());
-        for (m, c) in msgs[..n].iter().zip(controls.iter_mut()) {
+        for (m, c) in msgs.iter().take(n).zip(controls.iter_mut()) {
             if m.control.len() > MAX_GUEST_CONTROL {
                 return Err(Errno::ENOBUFS.into());
             }
@@ -78,10 +78,10 @@ impl RawSocket {
         let entries: [SendEntry<'_>; MAX_BATCH] = std::array::from_fn(|i| SendEntry {
             iov: IoSlice::new(msgs.get(i).map_or(&[][..], |m| m.data)),
             addr: msgs.get(i).map_or(&[][..], |m| sockaddr::host_bytes(m.to)),
-            control: controls[i].as_bytes(),
+            control: controls.get(i).map_or(&[][..], |c| c.as_bytes()),
         });
         let host_flags = flags & !libc::MSG_DONTWAIT;
-        let send = |s: &Socket| sys::sendmmsg(s, &entries[..n], host_flags);
+        let send = |s: &Socket| sys::sendmmsg(s, entries.get(..n).unwrap_or_default(), host_flags);
         let r = if self.nonblocking() || flags & libc::MSG_DONTWAIT != 0 {
             core.try_io_now(send).map_err(|e| Errno::from_io(&e))
         } else {
@@ -136,7 +136,7 @@ impl RawSocket {
                 }
                 n.min(slots.len())
             })?;
-            finish_slots(&mut slots[..got], keep);
+            finish_slots(slots.get_mut(..got).unwrap_or_default(), keep);
             Ok(got)
         };
         if self.nonblocking() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {
@@ -150,11 +150,11 @@ impl RawSocket {
         while total < slots.len() {
             let step = core
                 .io(interest, Dir::Read, Op::Recv, None, |s| {
-                    once(s, &mut slots[total..])
+                    once(s, slots.get_mut(total..).unwrap_or_default())
                 })
                 .await;
             match step {
-                Ok(n) => total += n,
+                Ok(n) => total = total.saturating_add(n),
                 Err(_) if total > 0 => break,
                 Err(e) => return Err(errno(e)),
             }

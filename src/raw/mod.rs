@@ -48,6 +48,14 @@
 //! }
 //! ```
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
 mod errno;
 mod mmsg;
 mod msg;
@@ -395,14 +403,14 @@ impl RawSocket {
     /// `getsockname(2)`: the bytes the host gives.
     pub fn getsockname(&self) -> Result<SockaddrBytes, Errno> {
         let (buf, len) = sys::sockname(&*self.core()?, false)?;
-        Ok(SockaddrBytes::new(&buf[..len]))
+        Ok(SockaddrBytes::new(buf.get(..len).unwrap_or(&buf)))
     }
 
     /// `getpeername(2)`: the bytes the host gives (`ENOTCONN` when not
     /// connected).
     pub fn getpeername(&self) -> Result<SockaddrBytes, Errno> {
         let (buf, len) = sys::sockname(&*self.core()?, true)?;
-        Ok(SockaddrBytes::new(&buf[..len]))
+        Ok(SockaddrBytes::new(buf.get(..len).unwrap_or(&buf)))
     }
 
     /// `getsockopt(2)`: `out`'s length is the guest's optlen. Returns the

@@ -65,7 +65,7 @@ impl RawRecv {
 
     /// The control bytes (`msg_controllen` of them).
     pub fn control(&self) -> &[u8] {
-        &self.control[..self.control_len]
+        self.control.get(..self.control_len).unwrap_or_default()
     }
 }
 
@@ -184,7 +184,8 @@ impl RawSocket {
         let mut name = [0u8; 128];
         let mut once = |s: &Socket, bufs: &mut [IoSliceMut<'_>], got: &mut RawRecv| {
             let addr = if want_addr { Some(&mut name) } else { None };
-            let out = sys::recvmsg(s, bufs, addr, &mut got.control[..cap], host_flags);
+            let control = got.control.get_mut(..cap).unwrap_or_default();
+            let out = sys::recvmsg(s, bufs, addr, control, host_flags);
             core.eof_if_shut(out, || sys::MsgOut::EOF)
         };
         let out = if no_wait {
@@ -199,7 +200,7 @@ impl RawSocket {
             .map_err(errno)?
         } else if waitall {
             let at = core.timeouts().deadline(Dir::Read, deadline);
-            let mut total = 0;
+            let mut total: usize = 0;
             let mut last = None;
             loop {
                 if bufs.iter().all(|b| b.is_empty()) {
@@ -216,7 +217,7 @@ impl RawSocket {
                         break;
                     }
                     Ok(out) => {
-                        total += out.len;
+                        total = total.saturating_add(out.len);
                         IoSliceMut::advance_slices(&mut bufs, out.len);
                         last = Some(out);
                     }
@@ -237,7 +238,7 @@ impl RawSocket {
         got.len = out.len;
         got.flags = out.flags;
         if want_addr {
-            got.addr = SockaddrBytes::from_bytes(&name[..out.addr_len.min(name.len())]);
+            got.addr = SockaddrBytes::from_bytes(name.get(..out.addr_len).unwrap_or(&name));
         }
         let (kept, dropped) = filter_received(
             &mut got.control,

@@ -34,29 +34,29 @@ pub(crate) enum Parsed {
 /// left to the host. `bind` reads an `AF_UNSPEC` address as `AF_INET` (what
 /// `inet_bind` accepts for `INADDR_ANY`).
 pub(crate) fn parse(bytes: &[u8], for_bind: bool) -> Result<Parsed, Errno> {
-    if bytes.len() > MAX_LEN || bytes.len() < 2 {
-        return Err(Errno::EINVAL);
-    }
-    let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
-    let port = |b: &[u8]| u16::from_be_bytes([b[2], b[3]]);
+    let family = match bytes.first_chunk::<2>() {
+        Some(f) if bytes.len() <= MAX_LEN => i32::from(u16::from_ne_bytes(*f)),
+        _ => return Err(Errno::EINVAL),
+    };
     match family {
-        libc::AF_INET => v4(bytes, port),
-        libc::AF_UNSPEC if for_bind => v4(bytes, port),
+        libc::AF_INET => v4(bytes),
+        libc::AF_UNSPEC if for_bind => v4(bytes),
         libc::AF_UNSPEC => Ok(Parsed::Unspec),
         libc::AF_INET6 => {
-            let Some(b) = bytes.get(..IN6_MIN_LEN) else {
+            let Some(b) = bytes.first_chunk::<IN6_MIN_LEN>() else {
                 return Ok(Parsed::HostDecides);
             };
+            let port = u16::from_be_bytes([b[2], b[3]]);
             let flow = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
             let mut ip = [0u8; 16];
             ip.copy_from_slice(&b[8..24]);
-            let scope = match bytes.get(24..28) {
-                Some(s) => u32::from_ne_bytes([s[0], s[1], s[2], s[3]]),
-                None => 0,
-            };
+            let scope = bytes
+                .get(IN6_MIN_LEN..)
+                .and_then(|s| s.first_chunk::<4>())
+                .map_or(0, |s| u32::from_ne_bytes(*s));
             Ok(Parsed::Inet(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(ip),
-                port(b),
+                port,
                 flow,
                 scope,
             ))))
@@ -65,12 +65,13 @@ pub(crate) fn parse(bytes: &[u8], for_bind: bool) -> Result<Parsed, Errno> {
     }
 }
 
-fn v4(bytes: &[u8], port: impl Fn(&[u8]) -> u16) -> Result<Parsed, Errno> {
-    let Some(b) = bytes.get(..IN_LEN) else {
+fn v4(bytes: &[u8]) -> Result<Parsed, Errno> {
+    let Some(b) = bytes.first_chunk::<IN_LEN>() else {
         return Ok(Parsed::HostDecides);
     };
+    let port = u16::from_be_bytes([b[2], b[3]]);
     let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
-    Ok(Parsed::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port(b)))))
+    Ok(Parsed::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port))))
 }
 
 /// The INET address in sockaddr bytes the kernel wrote, if any.
@@ -83,7 +84,7 @@ pub(crate) fn inet_addr(bytes: &[u8]) -> Option<SocketAddr> {
 
 /// The bytes handed to the host: cut to `sizeof(sockaddr_in6)`.
 pub(crate) fn host_bytes(bytes: &[u8]) -> &[u8] {
-    &bytes[..bytes.len().min(IN6_LEN)]
+    bytes.get(..IN6_LEN).unwrap_or(bytes)
 }
 
 /// A socket address as the kernel wrote it: up to 128 bytes, no heap.
@@ -101,15 +102,18 @@ impl SockaddrBytes {
 
     pub(crate) fn new(bytes: &[u8]) -> SockaddrBytes {
         let mut buf = [0u8; MAX_LEN];
-        let len = bytes.len().min(MAX_LEN);
-        buf[..len].copy_from_slice(&bytes[..len]);
+        let src = bytes.get(..MAX_LEN).unwrap_or(bytes);
+        let len = src.len();
+        if let Some(dst) = buf.get_mut(..len) {
+            dst.copy_from_slice(src);
+        }
         SockaddrBytes { buf, len }
     }
 
     /// The bytes (`sockaddr_in` or `sockaddr_in6`), as long as the kernel
     /// said.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        self.buf.get(..self.len).unwrap_or_default()
     }
 
     /// The address as a `SocketAddr`, if it is an INET one.
@@ -135,7 +139,7 @@ impl std::fmt::Debug for SockaddrBytes {
 pub fn encode(addr: SocketAddr) -> SockaddrBytes {
     let mut b = [0u8; IN6_LEN];
     let n = encode_into(addr, &mut b);
-    SockaddrBytes::new(&b[..n])
+    SockaddrBytes::new(b.get(..n).unwrap_or(&b))
 }
 
 /// Writes `sockaddr_in`/`sockaddr_in6` bytes for `addr` into `b` and
@@ -161,6 +165,13 @@ pub(crate) fn encode_into(addr: SocketAddr, b: &mut [u8; IN6_LEN]) -> usize {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 
