@@ -182,6 +182,27 @@ impl Core {
     ) -> Result<R> {
         // The common case (no deadline, no timeout) goes straight to the
         // reactor: no timer, no clock read.
+        // First a try without waiting, when the reactor already knows the fd
+        // is ready (an atomic load, no syscall otherwise): a queued datagram
+        // is taken without building the readiness future. The budget keeps
+        // the scheduler fair, as tokio's own waits do: a socket that is
+        // always ready still yields to other tasks now and then.
+        tokio::task::coop::consume_budget().await;
+        let first = if interest.is_readable() {
+            Interest::READABLE
+        } else {
+            interest
+        };
+        match self.fd.try_io(first, |s| f(s)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => {
+                let r = r.map_err(Error::from);
+                if let Err(e) = &r {
+                    crate::trace::failed(self.raw_fd(), op, e);
+                }
+                return r;
+            }
+        }
         let r = if call_deadline.is_none() && self.timeouts.wait(dir) == deadline::Wait::Forever {
             self.fd
                 .async_io(interest, |s| f(s))

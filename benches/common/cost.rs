@@ -207,7 +207,7 @@ fn cost_here(imp: Imp, kind: Cost, p: &Params) -> io::Result<Outcome> {
         Imp::Hostsock => {
             measured.set_nonblocking(true)?;
             runtime()?.block_on(async {
-                let s = hostsock::UdpSocket::from_std(measured)?;
+                let s = hostsock::UdpSocket::from_std(super::untimed(measured)?)?;
                 settle().await;
                 let mut ctl = Control::<128>::new();
                 let cmsgs = [

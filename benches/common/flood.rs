@@ -162,7 +162,7 @@ fn sender(
             Ok(r)
         }
         Imp::Hostsock => runtime()?.block_on(async {
-            let s = hostsock::UdpSocket::from_std(tx)?;
+            let s = hostsock::UdpSocket::from_std(super::untimed(tx)?)?;
             settle().await;
             let cmsgs = [
                 Cmsg::PktInfoV4 {
@@ -289,7 +289,7 @@ fn receiver(imp: Imp, kind: Flood, rx: StdUdp, p: &Params, barrier: &Barrier) ->
             }))
         }
         Imp::Hostsock => runtime()?.block_on(async {
-            let s = hostsock::UdpSocket::from_std(rx)?;
+            let s = hostsock::UdpSocket::from_std(super::untimed(rx)?)?;
             settle().await;
             if kind == Flood::Gso && !s.enable_gro()? {
                 return Err(err("no UDP GRO on this kernel"));

@@ -176,6 +176,17 @@ pub const RCVBUF: i32 = 8 << 20;
 pub const GRACE: Duration = Duration::from_secs(10);
 
 /// An error with a message.
+/// The socket with its blocking timeouts cleared, for the async variants:
+/// the raw variant's safety timeout (SO_RCVTIMEO) would otherwise become
+/// hostsock's read timeout (hostsock keeps a host socket's timeouts, tokio
+/// ignores them) and put hostsock on its deadline path while tokio is not.
+pub fn untimed<T: std::os::fd::AsFd>(sock: T) -> io::Result<T> {
+    let r = socket2::SockRef::from(&sock);
+    r.set_read_timeout(None)?;
+    r.set_write_timeout(None)?;
+    Ok(sock)
+}
+
 pub fn err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }

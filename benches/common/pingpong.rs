@@ -79,8 +79,8 @@ fn pingpong_here(imp: Imp, p: &Params) -> io::Result<Outcome> {
             client.set_nonblocking(true)?;
             server.set_nonblocking(true)?;
             runtime()?.block_on(async {
-                let c = hostsock::UdpSocket::from_std(client)?;
-                let s = hostsock::UdpSocket::from_std(server)?;
+                let c = hostsock::UdpSocket::from_std(super::untimed(client)?)?;
+                let s = hostsock::UdpSocket::from_std(super::untimed(server)?)?;
                 let srv = tokio::spawn(async move {
                     let mut buf = [0u8; 2048];
                     loop {

@@ -105,7 +105,7 @@ pub fn reuseport(imp: Imp, sockets: usize, p: &Params) -> io::Result<Outcome> {
                         let task = async move {
                             let mut buf = [0u8; 2048];
                             if imp == Imp::Hostsock {
-                                let s = hostsock::UdpSocket::from_std(r)?;
+                                let s = hostsock::UdpSocket::from_std(super::untimed(r)?)?;
                                 settle().await;
                                 ready.fetch_add(1, Ordering::SeqCst);
                                 Ok::<_, io::Error>(recv_loop!({

@@ -101,7 +101,7 @@ pub fn bulk(imp: Imp, p: &Params) -> io::Result<Outcome> {
                     Ok(write_loop!(c.write_all(&chunk)?))
                 }
                 Imp::Hostsock => runtime()?.block_on(async {
-                    let mut c = hostsock::TcpStream::from_std(client)?;
+                    let mut c = hostsock::TcpStream::from_std(super::untimed(client)?)?;
                     settle().await;
                     let r = write_loop!(c.write_all(&chunk).await?);
                     c.shutdown().await?;
@@ -146,7 +146,7 @@ pub fn bulk(imp: Imp, p: &Params) -> io::Result<Outcome> {
                 Ok(read_loop!(s.read(&mut buf)?))
             }
             Imp::Hostsock => runtime()?.block_on(async {
-                let mut s = hostsock::TcpStream::from_std(server)?;
+                let mut s = hostsock::TcpStream::from_std(super::untimed(server)?)?;
                 settle().await;
                 let run = async { Ok::<_, io::Error>(read_loop!(s.read(&mut buf).await?)) };
                 tokio::time::timeout(p.time + GRACE, run)
@@ -325,8 +325,8 @@ fn echo_here(imp: Imp, conns: usize, p: &Params) -> io::Result<Outcome> {
             let mut v = Vec::new();
             for (c, s) in pairs {
                 v.push((
-                    hostsock::TcpStream::from_std(c)?,
-                    hostsock::TcpStream::from_std(s)?,
+                    hostsock::TcpStream::from_std(super::untimed(c)?)?,
+                    hostsock::TcpStream::from_std(super::untimed(s)?)?,
                 ));
             }
             tokio::time::timeout(p.time + GRACE, echo_async(v, per_conn))
