@@ -472,6 +472,7 @@ impl Call<'_> {
         let (level, name, at, len_at) = (self.int(1), self.int(2), self.arg(3), self.arg(4));
         let room = self.mem()?.read_i32(len_at)?;
         let room = usize::try_from(room).map_err(|_| libc::EINVAL)?;
+        self.valid()?;
         let mut out = vec![0u8; room.min(MAX_OPTLEN)];
         let n = rs.getsockopt(level, name, &mut out).map_err(code)?;
         let mem = self.mem()?;
