@@ -511,3 +511,67 @@ fn blocking_calls_are_served_concurrently_with_the_guests_blocking_view() {
     assert_eq!(text(&direct.stdout), expected);
     assert_eq!(text(&out.stdout), expected);
 }
+
+/// Connects, sends, closes, and stays alive until a line arrives on stdin.
+const CLOSING_GUEST: &str = r#"
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+c.sendall(b"bye")
+c.close()
+print("closed", flush=True)
+sys.stdin.readline()
+"#;
+
+/// The supervisor keeps no descriptor of the guest's sockets between
+/// calls: the guest's `close` ends the connection at once (the peer reads
+/// EOF) while the guest still runs.
+#[tokio::test]
+async fn guest_close_ends_the_connection_while_the_guest_runs() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::timeout;
+
+    let Some(python) = python3() else {
+        return;
+    };
+    let probe = tokio::task::spawn_blocking(|| sandbox(&["--", "true"]))
+        .await
+        .expect("join");
+    if probe.is_none() {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port().to_string();
+    let mut child = tokio::process::Command::new(sandbox_bin().expect("built above"))
+        .args(["--", &python, "-c", CLOSING_GUEST, &port])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the sandbox example");
+    let (mut conn, _) = timeout(WAIT, listener.accept())
+        .await
+        .expect("the guest connects")
+        .expect("accept");
+    let mut got = Vec::new();
+    timeout(WAIT, conn.read_to_end(&mut got))
+        .await
+        .expect("EOF arrives while the guest still runs")
+        .expect("read");
+    assert_eq!(got, b"bye");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the guest still runs"
+    );
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"\n").await.expect("release the guest");
+    drop(stdin);
+    let out = timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("the guest exits")
+        .expect("wait");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "closed\n");
+}
