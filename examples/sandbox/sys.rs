@@ -27,10 +27,14 @@ fn cvt_int(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Takes ownership of a descriptor a syscall just returned.
-fn owned(fd: libc::c_long) -> OwnedFd {
+///
+/// # Safety
+///
+/// `fd` must be an open descriptor of this process that nothing else owns
+/// (one the kernel just returned as new).
+unsafe fn owned(fd: libc::c_long) -> OwnedFd {
     let fd = RawFd::try_from(fd).expect("a file descriptor fits an int");
-    // SAFETY: `fd` was just returned by the kernel as a new descriptor of
-    // this process, and nothing else owns it.
+    // SAFETY: the caller hands over an open descriptor nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
@@ -39,7 +43,8 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1 as libc::c_int; 2];
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
     cvt_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    Ok((owned(fds[0].into()), owned(fds[1].into())))
+    // SAFETY: pipe2 succeeded: both are new descriptors owned by nobody.
+    Ok(unsafe { (owned(fds[0].into()), owned(fds[1].into())) })
 }
 
 /// Makes `cmd`'s child, after `fork` and before `exec`: set
@@ -120,11 +125,13 @@ pub fn pidfd_open(tid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes integers and returns a new descriptor.
     let r = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) });
     match r {
-        Ok(fd) => Ok(owned(fd)),
+        // SAFETY: a new descriptor the kernel just returned.
+        Ok(fd) => Ok(unsafe { owned(fd) }),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             // SAFETY: as above, without flags.
             let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, tid, 0) })?;
-            Ok(owned(fd))
+            // SAFETY: a new descriptor the kernel just returned.
+            Ok(unsafe { owned(fd) })
         }
         Err(e) => Err(e),
     }
@@ -135,7 +142,8 @@ pub fn pidfd_open(tid: u32) -> io::Result<OwnedFd> {
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target: i32) -> io::Result<OwnedFd> {
     // SAFETY: integers only; the kernel returns a new descriptor.
     let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) })?;
-    Ok(owned(fd))
+    // SAFETY: a new descriptor the kernel just returned.
+    Ok(unsafe { owned(fd) })
 }
 
 /// `pidfd_send_signal(2)` with no `siginfo`.
@@ -166,10 +174,19 @@ pub struct Notif {
     pub args: [u64; 6],
 }
 
-fn ioctl_ptr<T>(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: &mut T) -> io::Result<libc::c_int> {
-    // SAFETY: every caller passes the request whose argument type is `T`
-    // (see the `SECCOMP_IOCTL_NOTIF_*` definitions in linux/seccomp.h),
-    // and `arg` is a valid, exclusive `T` for the duration of the call.
+/// `ioctl(fd, request, arg)`.
+///
+/// # Safety
+///
+/// `request` must be one whose argument is a pointer to a `T` (as the
+/// `SECCOMP_IOCTL_NOTIF_*` definitions in linux/seccomp.h say for each).
+unsafe fn ioctl_ptr<T>(
+    fd: BorrowedFd<'_>,
+    request: libc::Ioctl,
+    arg: &mut T,
+) -> io::Result<libc::c_int> {
+    // SAFETY: `arg` is a valid, exclusive `T` for the duration of the
+    // call, and the caller guarantees `request` takes a `*mut T`.
     cvt_int(unsafe { libc::ioctl(fd.as_raw_fd(), request, arg as *mut T) })
 }
 
@@ -179,7 +196,8 @@ pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Notif> {
     // SAFETY: all zero is a valid `seccomp_notif` (integers only), and the
     // kernel wants the buffer zeroed.
     let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-    ioctl_ptr(listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n)?;
+    // SAFETY: NOTIF_RECV takes a `struct seccomp_notif *`.
+    unsafe { ioctl_ptr(listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) }?;
     Ok(Notif {
         id: n.id,
         pid: n.pid,
@@ -192,7 +210,8 @@ pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Notif> {
 /// thread still waiting in that call)?
 pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
     let mut id = id;
-    ioctl_ptr(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id).is_ok()
+    // SAFETY: NOTIF_ID_VALID takes a `__u64 *`.
+    unsafe { ioctl_ptr(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) }.is_ok()
 }
 
 /// `SECCOMP_IOCTL_NOTIF_SEND`: the call returns `val`, or fails with
@@ -215,7 +234,8 @@ pub fn notif_send(
             0
         },
     };
-    ioctl_ptr(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp)?;
+    // SAFETY: NOTIF_SEND takes a `struct seccomp_notif_resp *`.
+    unsafe { ioctl_ptr(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) }?;
     Ok(())
 }
 
@@ -235,7 +255,9 @@ pub fn notif_addfd_send(
         newfd: 0,
         newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
     };
-    ioctl_ptr(listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD, &mut add)
+    // SAFETY: NOTIF_ADDFD takes a `struct seccomp_notif_addfd *`; the
+    // kernel checks `srcfd` itself (a bad number is EBADF).
+    unsafe { ioctl_ptr(listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD, &mut add) }
 }
 
 /// `poll(2)` once, without waiting: (`POLLIN`, `POLLHUP`).
