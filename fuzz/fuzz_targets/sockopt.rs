@@ -1,0 +1,9 @@
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+// See `hostsock_fuzz::checks::check_sockopt` for the invariants.
+fuzz_target!(|data: &[u8]| {
+    hostsock_fuzz::init();
+    hostsock_fuzz::checks::check_sockopt(data);
+});
