@@ -15,9 +15,10 @@
 //! that sends socket, connect, bind, listen, accept, accept4, setsockopt,
 //! getsockopt, sendto, recvfrom, sendmsg, sendmmsg, recvmsg, shutdown,
 //! `fcntl(F_GETFL/F_SETFL)` and `ioctl(FIONBIO)` to this supervisor
-//! (`SECCOMP_RET_USER_NOTIF`), hands the listener over, and execs the
-//! program. The supervisor serves each notification in its own tokio task,
-//! so a blocking connect, accept or receive holds up nothing else. See
+//! (`SECCOMP_RET_USER_NOTIF`), refuses io_uring (`ENOSYS`), hands the
+//! listener over, and execs the program. The supervisor serves each
+//! notification in its own tokio task, so a blocking connect, accept or
+//! receive holds up nothing else. See
 //! `serve.rs` for how sockets move between the guest and the raw layer,
 //! and the README section for what stays in the kernel.
 //!

@@ -77,7 +77,8 @@ const ARCH: u32 = 4;
 const ARG1_LO: u32 = 16 + 8;
 
 /// The program: a call from another architecture kills the process (its
-/// numbers mean other calls); an x32 call fails with `ENOSYS`; the served
+/// numbers mean other calls); an x32 call and io_uring fail with `ENOSYS`;
+/// the served
 /// socket calls, `fcntl(F_GETFL/F_SETFL)` and `ioctl(FIONBIO)` go to the
 /// supervisor (`SECCOMP_RET_USER_NOTIF`); everything else runs.
 pub fn filter() -> Vec<libc::sock_filter> {
@@ -91,6 +92,17 @@ pub fn filter() -> Vec<libc::sock_filter> {
         jump(JGE, X32_SYSCALL_BIT, 0, 1),
         stmt(RET, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
     ];
+    // io_uring runs socket operations (connect, accept, sendmsg, socket)
+    // without system calls the filter would see: refuse it, as if the
+    // kernel had none (programs fall back to plain calls).
+    for nr in [
+        libc::SYS_io_uring_setup,
+        libc::SYS_io_uring_enter,
+        libc::SYS_io_uring_register,
+    ] {
+        p.push(jump(JEQ, nr as u32, 0, 1));
+        p.push(stmt(RET, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    }
     for &(nr, _, _) in SERVED {
         p.push(jump(JEQ, nr as u32, 0, 1));
         p.push(stmt(RET, notify));
