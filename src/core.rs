@@ -18,6 +18,14 @@ use crate::deadline::{self, Dir, Timeouts};
 use crate::error::{Error, Op, Result};
 use crate::policy::{Policy, SocketKind};
 
+/// Spends one unit of tokio's cooperative budget, yielding when it is used
+/// up: operations that complete without waiting (see [`Core::try_ready`])
+/// still let the other tasks of the runtime run, as tokio's own waits do.
+#[inline]
+pub(crate) async fn fair_turn() {
+    tokio::task::coop::consume_budget().await;
+}
+
 /// Checks a socket made elsewhere: its kind against the policy, its
 /// protocol (only TCP and UDP, whatever the domain and type say: a
 /// `SOCK_DGRAM` ICMP "ping" socket is not a UDP socket), and its type
@@ -180,29 +188,53 @@ impl Core {
         call_deadline: Option<Instant>,
         mut f: impl FnMut(&Socket) -> io::Result<R>,
     ) -> Result<R> {
-        // The common case (no deadline, no timeout) goes straight to the
-        // reactor: no timer, no clock read.
-        // First a try without waiting, when the reactor already knows the fd
-        // is ready (an atomic load, no syscall otherwise): a queued datagram
-        // is taken without building the readiness future. The budget keeps
-        // the scheduler fair, as tokio's own waits do: a socket that is
-        // always ready still yields to other tasks now and then.
-        tokio::task::coop::consume_budget().await;
+        fair_turn().await;
+        if let Some(r) = self.try_ready(interest, op, &mut f) {
+            return r;
+        }
+        self.wait_io(interest, dir, op, call_deadline, f).await
+    }
+
+    /// Runs `f` once if the reactor already knows the fd is ready for
+    /// `interest` (an atomic load; no syscall otherwise): a queued datagram
+    /// is taken without building a readiness future. `None`: not ready, or
+    /// `f` gave `WouldBlock` (the readiness is then cleared). Call
+    /// [`fair_turn`] before, in async code.
+    #[inline]
+    pub(crate) fn try_ready<R>(
+        &self,
+        interest: Interest,
+        op: Op,
+        f: impl FnOnce(&Socket) -> io::Result<R>,
+    ) -> Option<Result<R>> {
+        // A receive's `READABLE | ERROR` tries on readable only; a pending
+        // error alone is left to the waiting path.
         let first = if interest.is_readable() {
             Interest::READABLE
         } else {
             interest
         };
         match self.fd.try_io(first, |s| f(s)) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            r => {
-                let r = r.map_err(Error::from);
-                if let Err(e) = &r {
-                    crate::trace::failed(self.raw_fd(), op, e);
-                }
-                return r;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r.map_err(|e| {
+                let e = Error::from(e);
+                crate::trace::failed(self.raw_fd(), op, &e);
+                e
+            })),
         }
+    }
+
+    /// The waiting part of [`io`](Core::io).
+    pub(crate) async fn wait_io<R>(
+        &self,
+        interest: Interest,
+        dir: Dir,
+        op: Op,
+        call_deadline: Option<Instant>,
+        mut f: impl FnMut(&Socket) -> io::Result<R>,
+    ) -> Result<R> {
+        // The common case (no deadline, no timeout) goes straight to the
+        // reactor: no timer, no clock read.
         let r = if call_deadline.is_none() && self.timeouts.wait(dir) == deadline::Wait::Forever {
             self.fd
                 .async_io(interest, |s| f(s))

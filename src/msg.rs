@@ -203,31 +203,48 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
+    /// Checks and encodes a send. Returns by value; hot paths use
+    /// [`prepare`](Outgoing::prepare) on a [`blank`](Outgoing::blank) one
+    /// instead, which builds it in place (no 300-byte moves).
     pub(crate) fn new(
         core: &Core,
         to: Option<SocketAddr>,
         cmsgs: &[Cmsg<'_>],
         flags: SendFlags,
     ) -> Result<Outgoing> {
+        let mut out = Outgoing::blank();
+        out.prepare(core, to, cmsgs, flags)?;
+        Ok(out)
+    }
+
+    #[inline]
+    pub(crate) fn blank() -> Outgoing {
+        Outgoing {
+            to: ([0; 28], 0),
+            control: CmsgBuf::new(),
+            flags: 0,
+        }
+    }
+
+    /// Fills a blank `Outgoing`: the flags against the policy's mask, the
+    /// destination against the address rules, the control messages checked
+    /// and encoded.
+    pub(crate) fn prepare(
+        &mut self,
+        core: &Core,
+        to: Option<SocketAddr>,
+        cmsgs: &[Cmsg<'_>],
+        flags: SendFlags,
+    ) -> Result<()> {
         check_flags(flags.bits(), core.policy().send_flags())?;
         if let Some(a) = to {
             core.policy()
                 .check_addr(core.raw_fd(), Op::Send, AddrUse::SendTo, a)?;
+            self.to.1 = crate::raw::encode_sockaddr_into(a, &mut self.to.0);
         }
-        let mut control = CmsgBuf::new();
-        encode_send(core, cmsgs, &mut control)?;
-        Ok(Outgoing {
-            to: match to {
-                Some(a) => {
-                    let mut b = [0u8; 28];
-                    let n = crate::raw::encode_sockaddr_into(a, &mut b);
-                    (b, n)
-                }
-                None => ([0; 28], 0),
-            },
-            control,
-            flags: flags.bits() & !libc::MSG_DONTWAIT,
-        })
+        encode_send(core, cmsgs, &mut self.control)?;
+        self.flags = flags.bits() & !libc::MSG_DONTWAIT;
+        Ok(())
     }
 
     pub(crate) fn send(&self, s: &Socket, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -376,14 +393,38 @@ pub(crate) async fn send_msg(
     flags: SendFlags,
     deadline: Option<Instant>,
 ) -> Result<usize> {
-    let out = Outgoing::new(core, to, cmsgs, flags)?;
     if flags.contains(SendFlags::DONTWAIT) {
+        let out = Outgoing::new(core, to, cmsgs, flags)?;
         return Ok(core.try_io_now(|s| out.send(s, bufs))?);
     }
-    core.io(Interest::WRITABLE, Dir::Write, Op::Send, deadline, |s| {
+    crate::core::fair_turn().await;
+    if let Some(r) = send_now(core, bufs, to, cmsgs, flags) {
+        return r;
+    }
+    // Not writable now: check and encode again for the waiting path (the
+    // checks are pure, so they pass again; the fast path above keeps its
+    // 300-byte `Outgoing` on the stack instead of in this future).
+    let out = Outgoing::new(core, to, cmsgs, flags)?;
+    core.wait_io(Interest::WRITABLE, Dir::Write, Op::Send, deadline, |s| {
         out.send(s, bufs)
     })
     .await
+}
+
+/// A send without waiting, when the reactor already knows the socket is
+/// writable; `None` if it is not.
+fn send_now(
+    core: &Core,
+    bufs: &[IoSlice<'_>],
+    to: Option<SocketAddr>,
+    cmsgs: &[Cmsg<'_>],
+    flags: SendFlags,
+) -> Option<Result<usize>> {
+    let mut out = Outgoing::blank();
+    if let Err(e) = out.prepare(core, to, cmsgs, flags) {
+        return Some(Err(e));
+    }
+    core.try_ready(Interest::WRITABLE, Op::Send, |s| out.send(s, bufs))
 }
 
 /// `poll_` form of a receive, for any readiness poller (`poll`: the
