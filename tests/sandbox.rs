@@ -67,6 +67,11 @@ fn sandbox_bin() -> Result<PathBuf, String> {
         if let Some(t) = &triple {
             cmd.args(["--target", t]);
         }
+        // The same features as this build, so the library is not rebuilt
+        // back and forth.
+        if cfg!(feature = "tracing") {
+            cmd.args(["--features", "tracing"]);
+        }
         let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
             return Err(format!("cargo build --example sandbox failed: {status}"));
