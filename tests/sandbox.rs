@@ -580,3 +580,41 @@ async fn guest_close_ends_the_connection_while_the_guest_runs() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "closed\n");
 }
+
+/// A blocking receive bounded by `SO_RCVTIMEO`, set in an earlier call:
+/// the supervisor keeps the guest's timeout per socket.
+const TIMEOUT_GUEST: &str = r#"
+import socket, struct, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 200000))
+t = time.monotonic()
+try:
+    s.recv(10)
+    print("recv returned")
+except OSError as e:
+    w = time.monotonic() - t
+    print("recv errno=%d waited>=0.15s:%s <10s:%s" % (e.errno, w >= 0.15, w < 10))
+print("SO_RCVTIMEO=%r" % (struct.unpack("ll", s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)),))
+"#;
+
+#[test]
+fn receive_timeout_set_by_the_guest_bounds_a_blocking_recv() {
+    let Some(python) = python3() else {
+        return;
+    };
+    let direct = Command::new(&python)
+        .args(["-c", TIMEOUT_GUEST])
+        .output()
+        .expect("run python3");
+    let Some(out) = sandbox(&["--", &python, "-c", TIMEOUT_GUEST]) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let expected = format!(
+        "recv errno={} waited>=0.15s:True <10s:True\nSO_RCVTIMEO=(0, 200000)\n",
+        libc::EAGAIN
+    );
+    assert_eq!(text(&direct.stdout), expected);
+    assert_eq!(text(&out.stdout), expected);
+}
