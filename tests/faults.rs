@@ -22,7 +22,10 @@
 //! * a reset mid-stream gives `ECONNRESET`, then `EPIPE`, no `SIGPIPE`
 //!   (strace proves none was raised, with a positive control) and no panic;
 //! * a connected UDP socket sees `ECONNREFUSED` from an ICMP unreachable;
-//! * `recv_msg` deadlines fire within 50 ms of the deadline under delay.
+//! * `recv_msg` deadlines fire within 50 ms of the deadline under delay;
+//! * each ICMP rejection (host, net, port, protocol unreachable, admin
+//!   prohibited) and a TCP reset give a typed connect, a raw connect and a
+//!   connected UDP receive the same errno as std's plain syscalls.
 
 #[path = "faults/delay.rs"]
 mod delay;
@@ -320,6 +323,7 @@ fn connected_udp_sees_econnrefused_from_icmp_unreachable() {
         return;
     }
     let ns = NsPair::new("u");
+    ns.b.no_icmp_ratelimit();
     ns.b.nft(
         "table inet hsf {\n\
            chain input { type filter hook input priority 0; policy accept; }\n\
@@ -385,6 +389,49 @@ fn recv_msg_deadlines_fire_on_time_under_delay() {
     delayer.finish(Duration::from_secs(10));
 }
 
+/// The ICMP and TCP rejections B answers with, by port: (port, the nft
+/// verdict). TCP and UDP use the same ports.
+const REJECTIONS: &[(u16, &str)] = &[
+    (1001, "reject with icmp type host-unreachable"),
+    (1002, "reject with icmp type net-unreachable"),
+    (1003, "reject with icmp type port-unreachable"),
+    (1004, "reject with icmp type admin-prohibited"),
+    (1005, "reject with icmp type prot-unreachable"),
+];
+
+#[test]
+fn rejections_give_the_errno_linux_gives() {
+    let _serial = serial();
+    if skip(&["nft"]) {
+        return;
+    }
+    let ns = NsPair::new("x");
+    ns.b.no_icmp_ratelimit();
+    let mut rules = String::new();
+    for (port, verdict) in REJECTIONS {
+        rules.push_str(&format!(
+            "meta l4proto tcp th dport {port} counter {verdict}\n"
+        ));
+        rules.push_str(&format!(
+            "meta l4proto udp th dport {port} counter {verdict}\n"
+        ));
+    }
+    rules.push_str("tcp dport 1006 counter reject with tcp reset\n");
+    ns.b.nft(&format!(
+        "table inet hsf {{\n\
+           chain input {{ type filter hook input priority 0; policy accept;\n{rules}}}\n\
+         }}\n"
+    ));
+    let client = spawn_role(Some(&ns.a), CHILD, "rejections", &[], &[]);
+    client.finish(Duration::from_secs(60));
+    let hits = counters(&ns.b.nft_list());
+    println!("packets rejected per rule: {hits:?}");
+    assert!(
+        hits.iter().all(|&n| n > 0),
+        "a rejection rule saw no packet: {hits:?}"
+    );
+}
+
 // ===========================================================================
 // The roles (children)
 // ===========================================================================
@@ -411,6 +458,7 @@ fn faults_child() {
         "reset" => role_reset(),
         "udp_refused" => rt().block_on(role_udp_refused()),
         "deadlines" => rt().block_on(role_deadlines()),
+        "rejections" => rt().block_on(role_rejections()),
         other => panic!("unknown role {other}"),
     }
     println!("ROLE-DONE {role}");
@@ -912,4 +960,124 @@ async fn role_deadlines() {
             "a deadline fired {d:?} late"
         );
     }
+}
+
+/// Each rejection, met by a typed connect, a raw connect and std's blocking
+/// connect (the reference: the kernel's own answer through a plain
+/// syscall), then by a connected UDP socket's receive after a send (typed,
+/// raw, std): the errnos must be the same.
+async fn role_rejections() {
+    let mut table = Vec::new();
+    let mut ports: Vec<(u16, String)> = REJECTIONS
+        .iter()
+        .map(|(p, v)| (*p, v.trim_start_matches("reject with ").to_string()))
+        .collect();
+    ports.push((1006, "tcp reset".into()));
+    // All ports and all three callers at once (std's blocking connect on
+    // the blocking pool): an ICMP answer that meets the socket locked by
+    // its own connect is only a soft error, and the SYN goes again after
+    // a second, so one at a time would take many seconds.
+    let deadline_len = Duration::from_secs(3);
+    let tcp_cases = ports.iter().map(|(port, what)| async move {
+        let target = SocketAddr::from((ADDR_B, *port));
+        let reference = tokio::task::spawn_blocking(move || {
+            std::net::TcpStream::connect_timeout(&target, deadline_len)
+                .map(|_| ())
+                .map_err(|e| e.raw_os_error())
+        });
+        let typed = async {
+            TcpStream::connect_deadline(target, tokio::time::Instant::now() + deadline_len)
+                .await
+                .map(|_| ())
+                .map_err(|e| Some(e.errno()))
+        };
+        let raw = async {
+            let raw_sock = RawSocket::new(
+                Policy::shared_default(),
+                libc::AF_INET,
+                libc::SOCK_STREAM,
+                0,
+            )
+            .unwrap();
+            raw_sock
+                .connect_deadline(
+                    encode_sockaddr(target).as_bytes(),
+                    false,
+                    Some(tokio::time::Instant::now() + deadline_len),
+                )
+                .await
+                .map_err(|e| Some(e.raw()))
+        };
+        let (reference, typed, raw) = tokio::join!(reference, typed, raw);
+        ("tcp connect", what.clone(), reference.unwrap(), typed, raw)
+    });
+    table.extend(futures::future::join_all(tcp_cases).await);
+    // The ICMP answer comes back at once; the errors Linux does not report
+    // on UDP (the non-fatal ones) show as this short wait expiring.
+    let deadline_len = Duration::from_millis(300);
+    for (port, what) in ports.iter().filter(|(p, _)| *p != 1006) {
+        let target = SocketAddr::from((ADDR_B, *port));
+        let std_sock = std::net::UdpSocket::bind("10.200.0.1:0").unwrap();
+        std_sock.connect(target).unwrap();
+        std_sock.set_read_timeout(Some(deadline_len)).unwrap();
+        std_sock.send(b"x").unwrap();
+        let mut buf = [0u8; 16];
+        let reference = std_sock
+            .recv(&mut buf)
+            .map(|_| ())
+            .map_err(|e| e.raw_os_error());
+
+        let sock = UdpSocket::bind("10.200.0.1:0").await.unwrap();
+        sock.connect(target).await.unwrap();
+        sock.send(b"x").await.unwrap();
+        let typed = sock
+            .recv_deadline(&mut buf, tokio::time::Instant::now() + deadline_len)
+            .await
+            .map(|_| ())
+            .map_err(|e| Some(e.errno()));
+
+        let raw_sock =
+            RawSocket::new(Policy::shared_default(), libc::AF_INET, libc::SOCK_DGRAM, 0).unwrap();
+        raw_sock
+            .connect(encode_sockaddr(target).as_bytes(), false)
+            .await
+            .unwrap();
+        raw_sock.write(b"x").await.unwrap();
+        let raw = raw_sock
+            .recvmsg_deadline(
+                &mut [IoSliceMut::new(&mut buf)],
+                0,
+                false,
+                0,
+                Some(tokio::time::Instant::now() + deadline_len),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| Some(e.raw()));
+        table.push(("udp recv", what.clone(), reference, typed, raw));
+    }
+    let name = |r: &Result<(), Option<i32>>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(Some(n)) => errno_name(*n).to_string(),
+        Err(None) => "?".to_string(),
+    };
+    let mut mismatches = 0;
+    for (op, what, reference, typed, raw) in &table {
+        let same = reference == typed && reference == raw;
+        if !same {
+            mismatches += 1;
+        }
+        println!(
+            "FIGURE rejection {op:<12} {what:<32} std {:<13} typed {:<13} raw {:<13} {}",
+            name(reference),
+            name(typed),
+            name(raw),
+            if same { "same" } else { "DIFFERENT" }
+        );
+        assert!(
+            reference.is_err(),
+            "{op} {what}: the reference call succeeded"
+        );
+    }
+    assert_eq!(mismatches, 0, "errnos differ from the kernel's");
 }

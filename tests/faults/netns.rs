@@ -143,6 +143,21 @@ impl Netns {
         run("ip", &all)
     }
 
+    /// Sets `/proc/sys/<key>` (a per-namespace sysctl, e.g.
+    /// `net/ipv4/icmp_ratelimit`) inside this namespace.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec("sh", &["-c", &format!("echo {value} > /proc/sys/{key}")]);
+    }
+
+    /// No ICMP rate limit inside this namespace: a fault test that sends
+    /// many rejections in a row must get an answer for each (Linux allows
+    /// a burst of 6 ICMP errors per peer, then one per second).
+    pub fn no_icmp_ratelimit(&self) {
+        self.sysctl("net/ipv4/icmp_ratelimit", "0");
+        self.sysctl("net/ipv4/icmp_msgs_per_sec", "100000");
+        self.sysctl("net/ipv4/icmp_msgs_burst", "100000");
+    }
+
     /// Loads an nftables script inside this namespace.
     pub fn nft(&self, script: &str) {
         run_with_input(
