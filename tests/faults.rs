@@ -23,6 +23,8 @@
 //!   (strace proves none was raised, with a positive control) and no panic;
 //! * a connected UDP socket sees `ECONNREFUSED` from an ICMP unreachable;
 //! * `recv_msg` deadlines fire within 50 ms of the deadline under delay;
+//! * writers (typed and raw) blocked on a full send buffer are woken by a
+//!   reset with `ECONNRESET`;
 //! * each ICMP rejection (host, net, port, protocol unreachable, admin
 //!   prohibited) and a TCP reset give a typed connect, a raw connect and a
 //!   connected UDP receive the same errno as std's plain syscalls.
@@ -389,6 +391,34 @@ fn recv_msg_deadlines_fire_on_time_under_delay() {
     delayer.finish(Duration::from_secs(10));
 }
 
+#[test]
+fn reset_wakes_writers_blocked_on_a_full_buffer() {
+    let _serial = serial();
+    if skip(&["nft"]) {
+        return;
+    }
+    let ns = NsPair::new("w");
+    ns.b.nft(
+        "table inet hsf {\n\
+           chain input { type filter hook input priority 0; policy accept; }\n\
+         }\n",
+    );
+    let mut server = spawn_role(Some(&ns.b), CHILD, "hold", &[], &[]);
+    let port = server.wait_line("READY port=", Duration::from_secs(10));
+    let client = spawn_role(
+        Some(&ns.a),
+        CHILD,
+        "blocked_writer",
+        &[
+            ("HS_TARGET", format!("{ADDR_B}:{port}")),
+            ("HS_NS_B", ns.b.name.clone()),
+        ],
+        &[],
+    );
+    client.finish(Duration::from_secs(60));
+    server.finish(Duration::from_secs(10));
+}
+
 /// The ICMP and TCP rejections B answers with, by port: (port, the nft
 /// verdict). TCP and UDP use the same ports.
 const REJECTIONS: &[(u16, &str)] = &[
@@ -459,6 +489,8 @@ fn faults_child() {
         "udp_refused" => rt().block_on(role_udp_refused()),
         "deadlines" => rt().block_on(role_deadlines()),
         "rejections" => rt().block_on(role_rejections()),
+        "hold" => rt().block_on(role_hold()),
+        "blocked_writer" => rt().block_on(role_blocked_writer()),
         other => panic!("unknown role {other}"),
     }
     println!("ROLE-DONE {role}");
@@ -1080,4 +1112,126 @@ async fn role_rejections() {
         );
     }
     assert_eq!(mismatches, 0, "errnos differ from the kernel's");
+}
+
+/// Accepts connections and never reads from them (until stdin closes).
+async fn role_hold() {
+    let l = TcpListener::bind((ADDR_B, 0)).await.unwrap();
+    println!("READY port={}", l.local_addr().unwrap().port());
+    let mut held = Vec::new();
+    let accept = async {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            held.push(s);
+        }
+    };
+    tokio::select! {
+        _ = stdin_closed() => {}
+        _ = accept => {}
+    }
+}
+
+/// A typed and a raw writer blocked on full send buffers (the peer never
+/// reads) are woken by a reset with an error, promptly.
+async fn role_blocked_writer() {
+    let target: SocketAddr = env("HS_TARGET").parse().unwrap();
+    let typed = std::sync::Arc::new(TcpStream::connect(target).await.unwrap());
+    let raw = std::sync::Arc::new(
+        RawSocket::new(
+            Policy::shared_default(),
+            libc::AF_INET,
+            libc::SOCK_STREAM,
+            0,
+        )
+        .unwrap(),
+    );
+    raw.connect(encode_sockaddr(target).as_bytes(), false)
+        .await
+        .unwrap();
+    // Fill both send buffers (and the peer's receive window).
+    let chunk = vec![0x33u8; 65536];
+    let mut filled = [0usize; 2];
+    for _ in 0..50 {
+        let mut round = 0;
+        for _ in 0..10_000 {
+            match typed.try_write(&chunk) {
+                Ok(n) => {
+                    round += n;
+                    filled[0] += n;
+                }
+                Err(_) => break,
+            }
+        }
+        raw.set_nonblocking(true);
+        for _ in 0..10_000 {
+            match raw.write(&chunk).await {
+                Ok(n) => {
+                    round += n;
+                    filled[1] += n;
+                }
+                Err(_) => break,
+            }
+        }
+        raw.set_nonblocking(false);
+        if round == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Writers that block.
+    let t_typed = {
+        let typed = typed.clone();
+        let chunk = chunk.clone();
+        tokio::spawn(async move {
+            let r = typed.write_deadline(&chunk, None).await;
+            (r.map_err(|e| e.errno()), Instant::now())
+        })
+    };
+    let t_raw = {
+        let raw = raw.clone();
+        let chunk = chunk.clone();
+        tokio::spawn(async move {
+            let r = raw.write(&chunk).await;
+            (r.map_err(|e| e.errno.raw()), Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !t_typed.is_finished() && !t_raw.is_finished(),
+        "a writer did not block on a full buffer"
+    );
+    add_rule_in_b(&format!(
+        "tcp dport {} counter reject with tcp reset",
+        target.port()
+    ));
+    let t_rule = Instant::now();
+    let (typed_r, typed_at) = util_within_secs(20, t_typed).await.unwrap();
+    let (raw_r, raw_at) = util_within_secs(20, t_raw).await.unwrap();
+    let name = |r: &Result<usize, i32>| match r {
+        Ok(n) => format!("Ok({n})"),
+        Err(e) => errno_name(*e).to_string(),
+    };
+    println!(
+        "FIGURE blocked_writer typed {} after {:?}, raw {} after {:?} (from the reset rule; {} and {} bytes written before)",
+        name(&typed_r),
+        typed_at - t_rule,
+        name(&raw_r),
+        raw_at - t_rule,
+        filled[0],
+        filled[1]
+    );
+    assert!(
+        matches!(typed_r, Err(e) if e == libc::ECONNRESET || e == libc::EPIPE),
+        "typed blocked write after a reset: {typed_r:?}"
+    );
+    assert!(
+        matches!(raw_r, Err(e) if e == libc::ECONNRESET || e == libc::EPIPE),
+        "raw blocked write after a reset: {raw_r:?}"
+    );
+}
+
+async fn util_within_secs<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("step took over {secs} s"))
 }
