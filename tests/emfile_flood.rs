@@ -56,8 +56,8 @@ fn incoming_under_an_emfile_flood_backs_off_and_recovers() {
             return;
         }
     }
-    let trace = std::env::temp_dir().join(format!("hostsock-emfile-{}.strace", std::process::id()));
-    let trace_s = trace.to_string_lossy().into_owned();
+    let trace = netns::TempPath::new("emfile", "strace");
+    let trace_s = trace.as_str();
     let nofile = format!("--nofile={LIMIT}:{LIMIT}");
     let mut child = spawn_role(
         None,
@@ -108,8 +108,7 @@ fn incoming_under_an_emfile_flood_backs_off_and_recovers() {
     drop(clients);
 
     // The accept syscalls, from the trace.
-    let text = std::fs::read_to_string(&trace).expect("strace output");
-    let _ = std::fs::remove_file(&trace);
+    let text = std::fs::read_to_string(&trace.0).expect("strace output");
     let section = |from: &str, to: &str| -> Vec<String> {
         let start = text
             .find(from)

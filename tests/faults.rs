@@ -250,8 +250,8 @@ fn reset_mid_stream_gives_econnreset_and_no_sigpipe() {
         .find_map(|w| w.strip_prefix("tcp="))
         .expect("tcp port")
         .to_string();
-    let trace = std::env::temp_dir().join(format!("hostsock-faults-{}.strace", std::process::id()));
-    let trace_s = trace.to_string_lossy().into_owned();
+    let trace = netns::TempPath::new("faults-reset", "strace");
+    let trace_s = trace.as_str();
     let client = spawn_role(
         Some(&ns.a),
         CHILD,
@@ -276,8 +276,7 @@ fn reset_mid_stream_gives_econnreset_and_no_sigpipe() {
     );
     let out = client.finish(Duration::from_secs(60));
     server.finish(Duration::from_secs(10));
-    let text = std::fs::read_to_string(&trace).expect("strace output");
-    let _ = std::fs::remove_file(&trace);
+    let text = std::fs::read_to_string(&trace.0).expect("strace output");
     let (control, measured) = text
         .split_once("PHASE-HOSTSOCK")
         .expect("the phase marker in the trace");

@@ -108,6 +108,27 @@ pub fn run_with_input(program: &str, args: &[&str], input: &str) {
     );
 }
 
+/// A file path in the temp dir, removed on drop (also when a test fails).
+#[derive(Debug)]
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    /// `<tmp>/hostsock-<tag>-<pid>.<ext>`.
+    pub fn new(tag: &str, ext: &str) -> TempPath {
+        TempPath(std::env::temp_dir().join(format!("hostsock-{tag}-{}.{ext}", std::process::id())))
+    }
+
+    pub fn as_str(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// One network namespace, deleted on drop.
 #[derive(Debug)]
 pub struct Netns {
@@ -253,6 +274,8 @@ pub struct Child {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     all: Arc<Mutex<Vec<String>>>,
+    /// One message per output reader that reached end of file.
+    readers_done: Receiver<()>,
 }
 
 /// Starts `role` in namespace `ns` (or in the host's namespace when `ns`
@@ -292,16 +315,19 @@ pub fn spawn_role(
     }
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {role}: {e}"));
     let (tx, lines) = channel();
+    let (done_tx, readers_done) = channel();
     let all = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
     {
         let all = all.clone();
+        let done_tx = done_tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 all.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
+            let _ = done_tx.send(());
         });
     }
     {
@@ -310,6 +336,7 @@ pub fn spawn_role(
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 all.lock().unwrap().push(format!("stderr: {line}"));
             }
+            let _ = done_tx.send(());
         });
     }
     Child {
@@ -318,6 +345,7 @@ pub fn spawn_role(
         child,
         lines,
         all,
+        readers_done,
     }
 }
 
@@ -344,15 +372,25 @@ impl Child {
                     )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    // Give stderr's reader a moment to collect the rest.
                     let _ = self.child.wait();
-                    std::thread::sleep(Duration::from_millis(50));
+                    self.wait_readers();
                     panic!(
                         "{}: exited before a `{prefix}` line; output:\n{}",
                         self.role,
                         self.output()
                     )
                 }
+            }
+        }
+    }
+
+    /// Waits (at most 5 s) until both output readers reached end of file.
+    fn wait_readers(&self) {
+        let until = Instant::now() + Duration::from_secs(5);
+        for _ in 0..2 {
+            let left = until.saturating_duration_since(Instant::now());
+            if self.readers_done.recv_timeout(left).is_err() {
+                break;
             }
         }
     }
@@ -396,15 +434,7 @@ impl Child {
             }
         };
         // The readers end at EOF, right after the exit.
-        let settle = Instant::now();
-        while settle.elapsed() < Duration::from_secs(2) {
-            let text = self.output();
-            if text.contains(&format!("ROLE-DONE {}", self.role)) || !status.success() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        self.wait_readers();
         let text = self.output();
         for line in text.lines() {
             if !line.is_empty() && !line.starts_with("running ") && !line.starts_with("test result")
