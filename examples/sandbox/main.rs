@@ -29,6 +29,8 @@ mod args;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod guest_mem;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod msg;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod seccomp;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod serve;

@@ -22,29 +22,28 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hostsock::Policy;
-use hostsock::raw::{Errno, MAX_GUEST_CONTROL, RawSocket, RawTransmit, SendError};
+use hostsock::raw::{Errno, RawSocket};
 use tokio::io::unix::AsyncFd;
 
-use crate::guest_mem::{self, GuestMem, MsgHdr};
+use crate::guest_mem::GuestMem;
 use crate::sys::{self, Notif};
 
 /// The most payload bytes copied out of (or into) the guest per call: a
 /// larger stream send is a short write, a larger receive a short read.
-const MAX_COPY: usize = 4 << 20;
+pub(crate) const MAX_COPY: usize = 4 << 20;
 /// `sizeof(struct sockaddr_storage)`.
-const SOCKADDR_MAX: usize = 128;
+pub(crate) const SOCKADDR_MAX: usize = 128;
 /// Larger options are `EINVAL` in the raw layer.
 const MAX_OPTLEN: usize = 32 << 10;
 /// `UIO_MAXIOV`.
-const MAX_IOV: u64 = 1024;
+pub(crate) const MAX_IOV: u64 = 1024;
 /// The raw layer sends at most this many messages per `sendmmsg`.
-const MMSG_BATCH: usize = hostsock::MAX_BATCH;
+pub(crate) const MMSG_BATCH: usize = hostsock::MAX_BATCH;
 /// An `Err` meaning "the call is gone (interrupted, or its thread died):
 /// answer nothing".
 const GONE: i32 = -1;
@@ -52,7 +51,7 @@ const GONE: i32 = -1;
 const STILL_WAITING: Duration = Duration::from_millis(50);
 
 /// What to answer.
-enum Reply {
+pub(crate) enum Reply {
     /// The call's return value.
     Value(i64),
     /// Let the kernel run the call (not an INET socket).
@@ -61,9 +60,9 @@ enum Reply {
     Done,
 }
 
-type Out = Result<Reply, i32>;
+pub(crate) type Out = Result<Reply, i32>;
 
-fn code(e: Errno) -> i32 {
+pub(crate) fn code(e: Errno) -> i32 {
     e.raw()
 }
 
@@ -218,15 +217,8 @@ enum GuestFd {
     NotSocket,
 }
 
-/// What a send takes from a guest `msghdr`.
-struct SendParts {
-    data: Vec<u8>,
-    to: Vec<u8>,
-    control: Vec<u8>,
-}
-
 /// One call being served.
-struct Call<'a> {
+pub(crate) struct Call<'a> {
     sup: &'a Supervisor,
     n: Notif,
     pidfd: Option<OwnedFd>,
@@ -234,17 +226,17 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn arg(&self, i: usize) -> u64 {
+    pub(crate) fn arg(&self, i: usize) -> u64 {
         self.n.args[i]
     }
 
     /// An `int` argument (the kernel reads the low 32 bits).
-    fn int(&self, i: usize) -> i32 {
+    pub(crate) fn int(&self, i: usize) -> i32 {
         self.n.args[i] as u32 as i32
     }
 
     /// Is the caller still waiting in this call?
-    fn valid(&self) -> Result<(), i32> {
+    pub(crate) fn valid(&self) -> Result<(), i32> {
         if sys::notif_id_valid(self.sup.listener(), self.n.id) {
             Ok(())
         } else {
@@ -252,7 +244,7 @@ impl Call<'_> {
         }
     }
 
-    fn pidfd(&mut self) -> Result<BorrowedFd<'_>, i32> {
+    pub(crate) fn pidfd(&mut self) -> Result<BorrowedFd<'_>, i32> {
         if self.pidfd.is_none() {
             let fd = sys::pidfd_open(self.n.pid).map_err(|_| GONE)?;
             // The id was this call's thread when the pidfd was made.
@@ -262,7 +254,7 @@ impl Call<'_> {
         Ok(self.pidfd.as_ref().expect("just set").as_fd())
     }
 
-    fn mem(&mut self) -> Result<&GuestMem, i32> {
+    pub(crate) fn mem(&mut self) -> Result<&GuestMem, i32> {
         if self.mem.is_none() {
             let mem = GuestMem::open(self.n.pid).map_err(|_| GONE)?;
             // The file is this call's address space.
@@ -275,7 +267,7 @@ impl Call<'_> {
     /// Runs `fut` while the caller still waits; `GONE` once it stopped
     /// waiting (a signal interrupted it, or it died). The raw calls used
     /// here are cancel safe: nothing is lost by dropping them.
-    async fn while_waiting<F: Future>(&self, fut: F) -> Result<F::Output, i32> {
+    pub(crate) async fn while_waiting<F: Future>(&self, fut: F) -> Result<F::Output, i32> {
         let l = self.sup.listener();
         let id = self.n.id;
         let gone = async {
@@ -400,7 +392,7 @@ impl Call<'_> {
 
     /// A sockaddr argument: pointer `args[p]`, length `args[l]`
     /// (`EINVAL` if negative or over 128 bytes, as Linux).
-    fn sockaddr(&mut self, p: usize, l: usize) -> Result<Vec<u8>, i32> {
+    pub(crate) fn sockaddr(&mut self, p: usize, l: usize) -> Result<Vec<u8>, i32> {
         let len = usize::try_from(self.int(l))
             .ok()
             .filter(|n| *n <= SOCKADDR_MAX)
@@ -479,190 +471,6 @@ impl Call<'_> {
         mem.write(at, &out[..n])?;
         mem.write(len_at, &(n as u32).to_ne_bytes())?;
         Ok(Reply::Value(0))
-    }
-
-    fn sent(&mut self, r: Result<usize, SendError>) -> Out {
-        match r {
-            Ok(n) => Ok(Reply::Value(n as i64)),
-            Err(e) => {
-                if e.raise_sigpipe {
-                    if let Ok(pidfd) = self.pidfd() {
-                        let _ = sys::pidfd_send_signal(pidfd, libc::SIGPIPE);
-                    }
-                }
-                Err(code(e.errno))
-            }
-        }
-    }
-
-    async fn sendto(&mut self, rs: &RawSocket) -> Out {
-        let (buf, len, flags, to_at) = (self.arg(1), self.arg(2), self.int(3), self.arg(4));
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(MAX_COPY);
-        let to = if to_at != 0 {
-            self.sockaddr(4, 5)?
-        } else {
-            Vec::new()
-        };
-        let data = self.mem()?.read(buf, len)?;
-        self.valid()?;
-        let r = self.while_waiting(rs.sendto(&data, flags, &to)).await?;
-        self.sent(r)
-    }
-
-    async fn recvfrom(&mut self, rs: &RawSocket) -> Out {
-        let (buf_at, len, flags, addr_at, len_at) = (
-            self.arg(1),
-            self.arg(2),
-            self.int(3),
-            self.arg(4),
-            self.arg(5),
-        );
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(MAX_COPY);
-        let room = if addr_at != 0 {
-            let n = self.mem()?.read_i32(len_at)?;
-            usize::try_from(n).map_err(|_| libc::EINVAL)?
-        } else {
-            self.mem()?;
-            0
-        };
-        self.valid()?;
-        let mut buf = vec![0u8; len];
-        let got = self
-            .while_waiting(rs.recvmsg(&mut [IoSliceMut::new(&mut buf)], flags, addr_at != 0, 0))
-            .await?
-            .map_err(code)?;
-        let mem = self.mem()?;
-        mem.write(buf_at, &buf[..got.len.min(len)])?;
-        if addr_at != 0 {
-            let addr = got.addr();
-            mem.write(addr_at, &addr[..addr.len().min(room)])?;
-            mem.write(len_at, &(addr.len() as u32).to_ne_bytes())?;
-        }
-        Ok(Reply::Value(got.len as i64))
-    }
-
-    /// The parts of a `msghdr` a send needs: payload, destination,
-    /// control bytes.
-    fn send_parts(&mut self, hdr: &MsgHdr) -> Result<SendParts, i32> {
-        if hdr.iovlen > MAX_IOV {
-            return Err(libc::EMSGSIZE);
-        }
-        if (hdr.namelen as i32) < 0 {
-            return Err(libc::EINVAL);
-        }
-        let mem = self.mem()?;
-        let iov = guest_mem::iovecs(mem, hdr.iov, hdr.iovlen as usize)?;
-        let data = guest_mem::gather(mem, &iov, MAX_COPY)?;
-        let to = if hdr.name != 0 {
-            // Linux cuts a longer name to sockaddr_storage.
-            mem.read(hdr.name, (hdr.namelen as usize).min(SOCKADDR_MAX))?
-        } else {
-            Vec::new()
-        };
-        let control_len = usize::try_from(hdr.controllen).unwrap_or(usize::MAX);
-        if control_len > MAX_GUEST_CONTROL {
-            return Err(libc::ENOBUFS);
-        }
-        let control = if control_len > 0 {
-            mem.read(hdr.control, control_len)?
-        } else {
-            Vec::new()
-        };
-        Ok(SendParts { data, to, control })
-    }
-
-    async fn sendmsg(&mut self, rs: &RawSocket) -> Out {
-        let (at, flags) = (self.arg(1), self.int(2));
-        let hdr = MsgHdr::parse(&self.mem()?.read(at, MsgHdr::SIZE)?);
-        let p = self.send_parts(&hdr)?;
-        self.valid()?;
-        let r = self
-            .while_waiting(rs.sendmsg(&[IoSlice::new(&p.data)], &p.to, &p.control, flags))
-            .await?;
-        self.sent(r)
-    }
-
-    async fn sendmmsg(&mut self, rs: &RawSocket) -> Out {
-        const ENTRY: usize = MsgHdr::SIZE + 8;
-        let (at, flags) = (self.arg(1), self.int(3));
-        let count = (self.int(2) as u32 as usize).min(MMSG_BATCH);
-        if count == 0 {
-            return Ok(Reply::Value(0));
-        }
-        let raw = self.mem()?.read(at, count * ENTRY)?;
-        let mut parts = Vec::with_capacity(count);
-        for entry in raw.chunks_exact(ENTRY) {
-            match self.send_parts(&MsgHdr::parse(entry)) {
-                Ok(p) => parts.push(p),
-                // As Linux: what precedes a bad message is still sent.
-                Err(_) if !parts.is_empty() => break,
-                Err(e) => return Err(e),
-            }
-        }
-        self.valid()?;
-        let msgs: Vec<RawTransmit<'_>> = parts
-            .iter()
-            .map(|p| RawTransmit {
-                data: &p.data,
-                to: &p.to,
-                control: &p.control,
-            })
-            .collect();
-        let r = self.while_waiting(rs.sendmmsg(&msgs, flags)).await?;
-        if let Ok(sent) = r {
-            let mem = self.mem()?;
-            for (i, p) in parts.iter().take(sent).enumerate() {
-                let len_at = at + (i * ENTRY + MsgHdr::SIZE) as u64;
-                mem.write(len_at, &(p.data.len() as u32).to_ne_bytes())?;
-            }
-        }
-        self.sent(r)
-    }
-
-    async fn recvmsg(&mut self, rs: &RawSocket) -> Out {
-        let (at, flags) = (self.arg(1), self.int(2));
-        let mem = self.mem()?;
-        let hdr = MsgHdr::parse(&mem.read(at, MsgHdr::SIZE)?);
-        if hdr.iovlen > MAX_IOV {
-            return Err(libc::EMSGSIZE);
-        }
-        let iov = guest_mem::iovecs(mem, hdr.iov, hdr.iovlen as usize)?;
-        let len = iov
-            .iter()
-            .fold(0usize, |t, (_, l)| t.saturating_add(*l))
-            .min(MAX_COPY);
-        let control_len = if hdr.control != 0 {
-            usize::try_from(hdr.controllen).unwrap_or(usize::MAX)
-        } else {
-            0
-        };
-        self.valid()?;
-        let mut buf = vec![0u8; len];
-        let got = self
-            .while_waiting(rs.recvmsg(
-                &mut [IoSliceMut::new(&mut buf)],
-                flags,
-                hdr.name != 0,
-                control_len,
-            ))
-            .await?
-            .map_err(code)?;
-        let mem = self.mem()?;
-        guest_mem::scatter(mem, &iov, &buf[..got.len.min(len)])?;
-        if hdr.name != 0 {
-            let addr = got.addr();
-            let room = hdr.namelen as usize;
-            mem.write(hdr.name, &addr[..addr.len().min(room)])?;
-            mem.write(at + MsgHdr::NAMELEN_AT, &(addr.len() as u32).to_ne_bytes())?;
-        }
-        let control = got.control();
-        mem.write(hdr.control, control)?;
-        mem.write(
-            at + MsgHdr::CONTROLLEN_AT,
-            &(control.len() as u64).to_ne_bytes(),
-        )?;
-        mem.write(at + MsgHdr::FLAGS_AT, &got.flags.to_ne_bytes())?;
-        Ok(Reply::Value(got.len as i64))
     }
 
     /// `fcntl(F_GETFL/F_SETFL)` on an INET socket: the guest's view of
