@@ -359,11 +359,20 @@ impl crate::TcpStream {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `TCP_INFO` off; the
+    /// kernel's errno otherwise.
     pub fn tcp_info(&self) -> Result<TcpInfo> {
         self.get(TcpInfoOpt)
     }
 
     /// The connection's state, from `TCP_INFO`.
+    ///
+    /// # Errors
+    ///
+    /// As [`tcp_info`](crate::TcpStream::tcp_info).
     pub fn state(&self) -> Result<TcpState> {
         Ok(self.tcp_info()?.state())
     }
@@ -389,16 +398,45 @@ impl crate::TcpStream {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno from `ioctl(2)`. The policy does not check ioctls:
+    /// they only read the socket's own queue.
     pub fn inq(&self) -> Result<usize> {
         ioctl_count(self.core(), libc::TIOCINQ)
     }
 
     /// Bytes written and not yet acknowledged by the peer (`TIOCOUTQ`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     // Nothing written yet: nothing waits for an acknowledgement.
+    ///     assert_eq!(stream.outq()?, 0);
+    ///     assert!(!stream.at_mark()?);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno from `ioctl(2)`.
     pub fn outq(&self) -> Result<usize> {
         ioctl_count(self.core(), libc::TIOCOUTQ)
     }
 
     /// Is the read position at the urgent mark (`SIOCATMARK`)?
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno from `ioctl(2)`.
     pub fn at_mark(&self) -> Result<bool> {
         Ok(crate::sys::ioctl_int(self.core().sock(), crate::sys::SIOCATMARK)? != 0)
     }
@@ -406,6 +444,27 @@ impl crate::TcpStream {
 
 impl crate::UdpSocket {
     /// The size of the next queued datagram, 0 if none (`FIONREAD`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     assert_eq!(b.inq()?, 0);
+    ///     a.send_to(b"seven b", b.local_addr()?).await?;
+    ///     b.readable().await?;
+    ///     assert_eq!(b.inq()?, 7);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno from `ioctl(2)`.
     pub fn inq(&self) -> Result<usize> {
         ioctl_count(self.core(), libc::FIONREAD)
     }

@@ -138,6 +138,12 @@ impl TcpStream {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// As [`connect`](TcpStream::connect), and
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EINPROGRESS`)
+    /// when `deadline` passes first.
+    ///
     /// # Cancel safety
     ///
     /// This method is not cancel safe: dropping the future closes the
@@ -167,6 +173,14 @@ impl TcpStream {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// A denial when `policy` refuses the socket kind (`ESOCKTNOSUPPORT`) or
+    /// the address for `Connect` (`ECONNREFUSED`);
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EINPROGRESS`)
+    /// when `deadline` passes first; the kernel's errno otherwise, as for
+    /// [`connect`](TcpStream::connect).
+    ///
     /// # Cancel safety
     ///
     /// This method is not cancel safe: dropping the future closes the
@@ -188,16 +202,30 @@ impl TcpStream {
     }
 
     /// The remote address this stream is connected to.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno: `ENOTCONN` once the connection is gone (reset, or
+    /// closed in both directions).
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         self.core.peer_addr()
     }
 
     /// The local address this stream is bound to.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno from `getsockname(2)`.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.core.local_addr()
     }
 
     /// Takes the pending socket error (`SO_ERROR`), if any.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno if `getsockopt(2)` itself fails; the pending error is
+    /// the `Ok` value.
     pub fn take_error(&self) -> Result<Option<io::Error>> {
         self.core.take_error()
     }
@@ -226,6 +254,12 @@ impl TcpStream {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// the read timeout runs out; the kernel's errno otherwise (`ECONNRESET`,
+    /// ...).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: peeking consumes nothing.
@@ -234,6 +268,12 @@ impl TcpStream {
     }
 
     /// [`peek`](TcpStream::peek) with a deadline (and the read timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the read timeout passes first; the kernel's errno
+    /// otherwise.
     ///
     /// # Cancel safety
     ///
@@ -296,6 +336,12 @@ impl TcpStream {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the read timeout passes first; the kernel's errno
+    /// otherwise (`ECONNRESET`, ...).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: if it is dropped before it completes, no
@@ -318,6 +364,35 @@ impl TcpStream {
 
     /// Writes some of `buf`, waiting for room, until `deadline` (or the
     /// write timeout) passes. Returns how many bytes were written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::io::AsyncReadExt;
+    /// use tokio::time::Instant;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     let deadline = Instant::now() + Duration::from_secs(2);
+    ///     let n = client.write_deadline(b"ping", deadline).await?;
+    ///     let mut buf = vec![0u8; n];
+    ///     server.read_exact(&mut buf).await?;
+    ///     assert_eq!(&buf, &b"ping"[..n]);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the write timeout passes first; the kernel's errno
+    /// otherwise: `EPIPE` after the peer closed (never a `SIGPIPE`),
+    /// `ECONNRESET`, ...
     ///
     /// # Cancel safety
     ///
@@ -367,12 +442,22 @@ impl TcpStream {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; the kernel's errno
+    /// otherwise (`ECONNRESET`, ...).
     pub fn try_read(&self, buf: &mut [u8]) -> Result<usize> {
         self.core
             .try_io(Interest::READABLE, |s| sys::recv(s, buf, 0))
     }
 
     /// Vectored [`try_read`](TcpStream::try_read): one `recvmsg(2)`.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; the kernel's errno
+    /// otherwise (`ECONNRESET`, ...).
     pub fn try_read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> Result<usize> {
         self.core
             .try_io(Interest::READABLE, |s| sys::recv_vectored(s, bufs, 0))
@@ -380,6 +465,11 @@ impl TcpStream {
 
     /// Writes what fits now, without waiting: `EAGAIN` (kind `WouldBlock`)
     /// if nothing does.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; the kernel's
+    /// errno otherwise (`EPIPE`, `ECONNRESET`, ...).
     pub fn try_write(&self, buf: &[u8]) -> Result<usize> {
         self.core.try_io(Interest::WRITABLE, |s| {
             s.send_with_flags(buf, libc::MSG_NOSIGNAL)
@@ -387,6 +477,11 @@ impl TcpStream {
     }
 
     /// Vectored [`try_write`](TcpStream::try_write): one `sendmsg(2)`.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; the kernel's
+    /// errno otherwise (`EPIPE`, `ECONNRESET`, ...).
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> Result<usize> {
         self.core.try_io(Interest::WRITABLE, |s| {
             s.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
@@ -396,6 +491,11 @@ impl TcpStream {
     /// Waits until the stream is readable (or at end of stream, or in
     /// error).
     ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down; the socket's own
+    /// errors show in the next read or write.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -404,6 +504,11 @@ impl TcpStream {
     }
 
     /// Waits until the stream is writable.
+    ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down; the socket's own
+    /// errors show in the next read or write.
     ///
     /// # Cancel safety
     ///
@@ -430,6 +535,11 @@ impl TcpStream {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down; the socket's own
+    /// errors show in the next read or write.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -439,6 +549,11 @@ impl TcpStream {
 
     /// [`ready`](TcpStream::ready) that gives up at `deadline` with a
     /// timed-out error (`errno()` = `EAGAIN`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` passes first; otherwise as [`ready`](TcpStream::ready).
     ///
     /// # Cancel safety
     ///
@@ -476,18 +591,81 @@ impl TcpStream {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno: `ENOTCONN` if the connection is already gone.
     pub fn shutdown_with(&self, how: Shutdown) -> Result<()> {
         self.core.shutdown(how)
     }
 
     /// Splits into a borrowed read half and write half, usable at the same
     /// time (for example in two branches of `tokio::join!`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> std::io::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     // Echo on the server side while the client writes and reads.
+    ///     let (mut rd, mut wr) = server.split();
+    ///     let echo = async move {
+    ///         let mut buf = [0u8; 4];
+    ///         rd.read_exact(&mut buf).await?;
+    ///         wr.write_all(&buf).await
+    ///     };
+    ///     let talk = async {
+    ///         client.write_all(b"echo").await?;
+    ///         let mut buf = [0u8; 4];
+    ///         client.read_exact(&mut buf).await?;
+    ///         Ok::<_, std::io::Error>(buf)
+    ///     };
+    ///     let (echoed, got) = tokio::join!(echo, talk);
+    ///     echoed?;
+    ///     assert_eq!(&got?, b"echo");
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         crate::split::split(self)
     }
 
     /// Splits into owned halves that can move to different tasks. Dropping
     /// the write half shuts the write direction down, as tokio does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> std::io::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     let (mut rd, mut wr) = client.into_split();
+    ///     let writer = tokio::spawn(async move {
+    ///         wr.write_all(b"bye").await
+    ///         // Dropping `wr` here shuts the write direction down.
+    ///     });
+    ///     writer.await.unwrap()?;
+    ///     let mut got = Vec::new();
+    ///     server.read_to_end(&mut got).await?; // ends: the write half was dropped
+    ///     assert_eq!(got, b"bye");
+    ///     server.write_all(b"ok").await?;
+    ///     let mut buf = [0u8; 2];
+    ///     rd.read_exact(&mut buf).await?;
+    ///     assert_eq!(&buf, b"ok");
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         crate::split::into_split(self)
     }
@@ -508,34 +686,97 @@ impl TcpStream {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `TCP_NODELAY` off; the
+    /// kernel's errno otherwise.
     pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
         self.set(opts::TcpNoDelay, nodelay)
     }
 
     /// Gets `TCP_NODELAY`. For more information, see
     /// [`set_nodelay`](TcpStream::set_nodelay).
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `TCP_NODELAY` off; the
+    /// kernel's errno otherwise.
     pub fn nodelay(&self) -> Result<bool> {
         self.get(opts::TcpNoDelay)
     }
 
     /// Sets `SO_LINGER`. `Some(Duration::ZERO)` makes close reset the
     /// connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     stream.set_linger(Some(Duration::from_secs(1)))?;
+    ///     assert_eq!(stream.linger()?, Some(Duration::from_secs(1)));
+    ///     stream.set_linger(None)?;
+    ///     assert_eq!(stream.linger()?, None);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `SO_LINGER` off; the
+    /// kernel's errno otherwise.
     pub fn set_linger(&self, dur: Option<Duration>) -> Result<()> {
         self.set(opts::Linger, dur)
     }
 
     /// Gets `SO_LINGER`. For more information, see
     /// [`set_linger`](TcpStream::set_linger).
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `SO_LINGER` off; the
+    /// kernel's errno otherwise.
     pub fn linger(&self) -> Result<Option<Duration>> {
         self.get(opts::Linger)
     }
 
     /// Sets `IP_TTL` (IPv4 streams).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     stream.set_ttl(42)?;
+    ///     assert_eq!(stream.ttl()?, 42);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `IP_TTL` off; the kernel's
+    /// errno otherwise (`EINVAL` for 0 or more than 255).
     pub fn set_ttl(&self, ttl: u32) -> Result<()> {
         self.set(opts::IpTtl, ttl)
     }
 
     /// Gets `IP_TTL`. For more information, see [`set_ttl`](TcpStream::set_ttl).
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `IP_TTL` off; the kernel's
+    /// errno otherwise.
     pub fn ttl(&self) -> Result<u32> {
         self.get(opts::IpTtl)
     }
@@ -565,6 +806,11 @@ impl TcpStream {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (errno `EINVAL`) for `Some(Duration::ZERO)`; a denial
+    /// (`ENOPROTOOPT`) if the policy turns `SO_RCVTIMEO` off.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         self.core.set_timeout(Dir::Read, timeout)
     }
@@ -577,6 +823,11 @@ impl TcpStream {
     /// Sets the write timeout, as `SO_SNDTIMEO` would, for every write and
     /// `AsyncWrite` poll. `None` waits forever; `Some(Duration::ZERO)` is
     /// `EINVAL`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (errno `EINVAL`) for `Some(Duration::ZERO)`; a denial
+    /// (`ENOPROTOOPT`) if the policy turns `SO_SNDTIMEO` off.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         self.core.set_timeout(Dir::Write, timeout)
     }
@@ -596,7 +847,8 @@ impl TcpStream {
     ///
     /// # Errors
     ///
-    /// Outside a Tokio runtime this is an error, not a panic.
+    /// `InvalidInput` (errno `EINVAL`) if the socket is not TCP; outside a
+    /// Tokio runtime, an error, not a panic.
     ///
     /// # Panics
     ///
@@ -613,6 +865,33 @@ impl TcpStream {
 
     /// Turns the stream into a `std::net::TcpStream`, still non-blocking
     /// (as tokio leaves it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     let mut std_client = client.into_std()?;
+    ///     std_client.set_nonblocking(false)?;
+    ///     std_client.write_all(b"std")?;
+    ///     let mut std_server = server.into_std()?;
+    ///     std_server.set_nonblocking(false)?;
+    ///     let mut buf = [0u8; 3];
+    ///     std_server.read_exact(&mut buf)?;
+    ///     assert_eq!(&buf, b"std");
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` is kept for tokio's signature.
     pub fn into_std(self) -> Result<std::net::TcpStream> {
         Ok(self.core.into_socket().into())
     }

@@ -114,6 +114,11 @@ impl TcpStream {
     }
 
     /// Gets `TCP_QUICKACK`.
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `TCP_QUICKACK` off; the
+    /// kernel's errno otherwise.
     pub fn quickack(&self) -> Result<bool> {
         self.get(opts::TcpQuickAck)
     }
