@@ -212,6 +212,20 @@ impl UdpSocket {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// Checked before anything is sent: a denial when the policy refuses a
+    /// destination for `SendTo` (`ECONNREFUSED`) or a PKTINFO source for
+    /// `SourceViaPktinfo` (`EACCES`); `EINVAL` for a control message that is
+    /// not a send type or is out of range; `ENOBUFS` for one datagram's control
+    /// messages over 64 bytes encoded.
+    ///
+    /// Then [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`)
+    /// when the write timeout runs out, or the kernel's errno for the first
+    /// datagram (`EDESTADDRREQ` for `to: None` on an unconnected socket,
+    /// `EMSGSIZE`, ...). As `sendmmsg(2)` does, an error after the first
+    /// datagram only shortens the count.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: if it is dropped before it completes,
@@ -222,6 +236,12 @@ impl UdpSocket {
 
     /// [`send_batch`](UdpSocket::send_batch) with a deadline (and the write
     /// timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the write timeout passes first; otherwise as
+    /// [`send_batch`](UdpSocket::send_batch).
     ///
     /// # Cancel safety
     ///
@@ -245,6 +265,11 @@ impl UdpSocket {
 
     /// [`send_batch`](UdpSocket::send_batch) once, now: `EAGAIN` if there is
     /// no room.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; otherwise as
+    /// [`send_batch`](UdpSocket::send_batch).
     pub fn try_send_batch(&self, datagrams: &[Transmit<'_>]) -> Result<usize> {
         let p = self.prepare(datagrams)?;
         self.core().try_io(Interest::WRITABLE, |s| {
@@ -290,6 +315,13 @@ impl UdpSocket {
     /// messages. Wakes on errors too (an ICMP error on a connected socket
     /// ends it with `ECONNREFUSED`). No heap allocation.
     ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// the read timeout runs out; a pending error (`ECONNREFUSED`, ...) ends
+    /// the wait with that errno. As `recvmmsg(2)` does, an error after the
+    /// first datagram only shortens the count.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: if it is dropped before it completes, no
@@ -300,6 +332,12 @@ impl UdpSocket {
 
     /// [`recv_batch`](UdpSocket::recv_batch) with a deadline (and the read
     /// timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the read timeout passes first; otherwise as
+    /// [`recv_batch`](UdpSocket::recv_batch).
     ///
     /// # Cancel safety
     ///
@@ -318,6 +356,11 @@ impl UdpSocket {
 
     /// [`recv_batch`](UdpSocket::recv_batch) once, now: `EAGAIN` if nothing
     /// is queued.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; otherwise as
+    /// [`recv_batch`](UdpSocket::recv_batch).
     pub fn try_recv_batch(&self, slots: &mut [RecvSlot<'_>]) -> Result<usize> {
         self.core()
             .try_io(RECV_INTEREST, |s| self.recv_into(s, slots))
@@ -340,6 +383,26 @@ impl UdpSocket {
     /// one receive, whose segment size a `Cmsg::UdpGro` reports
     /// ([`RecvSlot::gro_segment`]). `Ok(false)` if this kernel has no GRO
     /// for UDP (`ENOPROTOOPT`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{opts, UdpSocket};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     if sock.enable_gro()? {
+    ///         assert!(sock.get(opts::UdpGro)?);
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `UDP_GRO` off (an error,
+    /// unlike the kernel's own `ENOPROTOOPT`); the kernel's other errnos.
     pub fn enable_gro(&self) -> Result<bool> {
         match self.set(crate::opts::UdpGro, true) {
             Ok(()) => Ok(true),
@@ -353,6 +416,34 @@ impl UdpSocket {
     /// cuts; if the kernel or device refuses GSO (`EIO`, `EINVAL`,
     /// `ENOPROTOOPT`), GSO is turned off for this socket and the segments
     /// go out in `sendmmsg(2)` batches instead. Returns the bytes sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let data = [7u8; 3000];
+    ///     assert_eq!(a.send_gso(&data, 1000, Some(b.local_addr()?)).await?, 3000);
+    ///     // Without GRO on `b`, each segment arrives as its own datagram.
+    ///     let mut buf = [0u8; 2000];
+    ///     for _ in 0..3 {
+    ///         assert_eq!(b.recv(&mut buf).await?, 1000);
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a `segment` of 0. Otherwise as
+    /// [`send_msg`](UdpSocket::send_msg) on the GSO path (`EMSGSIZE` over 64
+    /// KiB) and as [`send_batch`](UdpSocket::send_batch) on the fallback path,
+    /// where an error after the first batch loses the count of bytes already
+    /// sent.
     ///
     /// # Cancel safety
     ///

@@ -96,6 +96,12 @@ impl UdpSocket {
     /// [`recv_buf_from`](UdpSocket::recv_buf_from) that gives up at
     /// `deadline` with [`Error::TimedOut`](crate::Error::TimedOut).
     ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the read timeout passes first; otherwise as
+    /// [`recv_from`](UdpSocket::recv_from).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -144,6 +150,10 @@ impl UdpSocket {
     /// Reads the next datagram from the connected peer without taking it
     /// off the queue (`MSG_PEEK`).
     ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UdpSocket::recv_from).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -186,6 +196,10 @@ impl UdpSocket {
 
     /// The source of the next datagram, without taking it off the queue
     /// or copying any of it.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UdpSocket::recv_from).
     ///
     /// # Cancel safety
     ///

@@ -79,6 +79,27 @@ impl UdpSocket {
     /// Creates a socket bound to `addr`; if it resolves to several
     /// addresses, each is tried in turn.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let addr = sock.local_addr()?;
+    ///     assert!(addr.ip().is_loopback());
+    ///     assert_ne!(addr.port(), 0);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno for `socket(2)` or `bind(2)`: `EADDRINUSE`,
+    /// `EADDRNOTAVAIL`, `EACCES` for a privileged port, ...; `InvalidInput`
+    /// (errno `EINVAL`) if `addr` resolves to no address.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: a dropped future leaves no socket behind.
@@ -87,6 +108,31 @@ impl UdpSocket {
     }
 
     /// [`bind`](UdpSocket::bind) with an explicit [`Policy`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use hostsock::{Policy, UdpSocket};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sandbox = Arc::new(Policy::sandbox());
+    ///     // The sandbox preset refuses privileged ports: EACCES, before any syscall.
+    ///     let err = UdpSocket::bind_with_policy("127.0.0.1:53", sandbox.clone()).await.unwrap_err();
+    ///     assert!(err.is_denied());
+    ///     assert_eq!(err.errno(), libc::EACCES);
+    ///     let sock = UdpSocket::bind_with_policy("127.0.0.1:0", sandbox).await?;
+    ///     assert!(sock.local_addr()?.ip().is_loopback());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial when `policy` refuses the socket kind (`ESOCKTNOSUPPORT`) or
+    /// the address for `Bind` (`EACCES`); otherwise as
+    /// [`bind`](UdpSocket::bind).
     ///
     /// # Cancel safety
     ///
@@ -127,6 +173,13 @@ impl UdpSocket {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// A denial (`ECONNREFUSED`) when the policy refuses the address for
+    /// `Connect`; the kernel's errno otherwise (`EAFNOSUPPORT` for an address
+    /// of the other family, `ENETUNREACH`, ...). Of several addresses, the last
+    /// error is returned.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -142,9 +195,10 @@ impl UdpSocket {
     ///
     /// # Errors
     ///
-    /// `EMSGSIZE` for a datagram too large; `ECONNREFUSED` if an earlier
-    /// datagram drew an ICMP port unreachable; `EDESTADDRREQ` if not
-    /// connected.
+    /// The kernel's errno: `EMSGSIZE` for a datagram too large;
+    /// `ECONNREFUSED` if an earlier datagram drew an ICMP port unreachable;
+    /// `EDESTADDRREQ` if not connected. The write timeout gives
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`).
     ///
     /// # Cancel safety
     ///
@@ -156,6 +210,12 @@ impl UdpSocket {
 
     /// [`send`](UdpSocket::send) that gives up at `deadline` (or the write
     /// timeout) with a timed-out error (`errno()` = `EAGAIN`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the write timeout passes first; otherwise as
+    /// [`send`](UdpSocket::send).
     ///
     /// # Cancel safety
     ///
@@ -177,6 +237,11 @@ impl UdpSocket {
     }
 
     /// Sends now if there is room: `EAGAIN` (kind `WouldBlock`) otherwise.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; otherwise as
+    /// [`send`](UdpSocket::send).
     pub fn try_send(&self, buf: &[u8]) -> Result<usize> {
         self.core.try_io(Interest::WRITABLE, |s| {
             s.send_with_flags(buf, libc::MSG_NOSIGNAL)
@@ -200,6 +265,31 @@ impl UdpSocket {
 
     /// Sends `buf` to `target` (the first address it resolves to).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     assert_eq!(a.send_to(b"hello", b.local_addr()?).await?, 5);
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(b.recv(&mut buf).await?, 5);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ECONNREFUSED`) when the policy refuses `target` for `SendTo`;
+    /// `InvalidInput` (errno `EINVAL`) if `target` resolves to no address; the
+    /// write timeout gives [`Error::TimedOut`](crate::Error::TimedOut)
+    /// (`errno()` = `EAGAIN`); the kernel's errno otherwise (`EMSGSIZE` for a
+    /// datagram too large, `EAFNOSUPPORT` for an address of the other family,
+    /// ...).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: if it is dropped before completing, the
@@ -209,6 +299,12 @@ impl UdpSocket {
     }
 
     /// [`send_to`](UdpSocket::send_to) with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the write timeout passes first; otherwise as
+    /// [`send_to`](UdpSocket::send_to).
     ///
     /// # Cancel safety
     ///
@@ -231,6 +327,11 @@ impl UdpSocket {
     }
 
     /// Sends to `target` now if there is room: `EAGAIN` otherwise.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; otherwise as
+    /// [`send_to`](UdpSocket::send_to).
     pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
         self.check(AddrUse::SendTo, Op::Send, target)?;
         let to = socket2::SockAddr::from(target);
@@ -260,7 +361,9 @@ impl UdpSocket {
     /// # Errors
     ///
     /// `ECONNREFUSED` when an ICMP port unreachable answered an earlier
-    /// send (the wait ends on the error, it does not hang).
+    /// send (the wait ends on the error, it does not hang); the read timeout
+    /// gives [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` =
+    /// `EAGAIN`).
     ///
     /// # Cancel safety
     ///
@@ -293,6 +396,12 @@ impl UdpSocket {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the read timeout passes first; otherwise as
+    /// [`recv`](UdpSocket::recv).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -309,6 +418,11 @@ impl UdpSocket {
     }
 
     /// Receives a datagram if one is queued: `EAGAIN` otherwise.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; a pending error
+    /// (`ECONNREFUSED`, ...) otherwise.
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<usize> {
         self.core.try_io(RECV_INTEREST, |s| sys::recv(s, buf, 0))
     }
@@ -337,6 +451,29 @@ impl UdpSocket {
 
     /// Receives one datagram and the address it came from.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.send_to(b"from a", b.local_addr()?).await?;
+    ///     let mut buf = [0u8; 16];
+    ///     let (n, from) = b.recv_from(&mut buf).await?;
+    ///     assert_eq!((&buf[..n], from), (&b"from a"[..], a.local_addr()?));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// the read timeout runs out; a pending error such as `ECONNREFUSED`
+    /// (connected sockets) ends the wait with that errno.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe. If `recv_from` is used as a branch in
@@ -347,6 +484,12 @@ impl UdpSocket {
     }
 
     /// [`recv_from`](UdpSocket::recv_from) with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the read timeout passes first; otherwise as
+    /// [`recv_from`](UdpSocket::recv_from).
     ///
     /// # Cancel safety
     ///
@@ -361,6 +504,11 @@ impl UdpSocket {
 
     /// Receives a datagram and its source if one is queued: `EAGAIN`
     /// otherwise.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; a pending error
+    /// (`ECONNREFUSED`, ...) otherwise.
     pub fn try_recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
         self.core
             .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, 0))
@@ -400,6 +548,10 @@ impl UdpSocket {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// As [`recv_from`](UdpSocket::recv_from).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: peeking consumes nothing.
@@ -408,6 +560,12 @@ impl UdpSocket {
     }
 
     /// [`peek_from`](UdpSocket::peek_from) with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the read timeout passes first; otherwise as
+    /// [`recv_from`](UdpSocket::recv_from).
     ///
     /// # Cancel safety
     ///
@@ -422,6 +580,11 @@ impl UdpSocket {
     }
 
     /// Peeks at the next datagram if one is queued: `EAGAIN` otherwise.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; a pending error
+    /// (`ECONNREFUSED`, ...) otherwise.
     pub fn try_peek_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
         self.core
             .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, libc::MSG_PEEK))
@@ -461,6 +624,11 @@ impl UdpSocket {
 
     /// Waits until a datagram is queued or an error is pending.
     ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down; the socket's own
+    /// errors show in the next send or receive.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -469,6 +637,11 @@ impl UdpSocket {
     }
 
     /// Waits until the socket can send.
+    ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down; the socket's own
+    /// errors show in the next send or receive.
     ///
     /// # Cancel safety
     ///
@@ -480,6 +653,27 @@ impl UdpSocket {
     /// Waits for any of the readiness in `interest` and returns what is
     /// ready.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{Interest, UdpSocket};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.send_to(b"x", b.local_addr()?).await?;
+    ///     let ready = b.ready(Interest::READABLE | Interest::WRITABLE).await?;
+    ///     assert!(ready.is_readable() || ready.is_writable());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down; the socket's own
+    /// errors show in the next send or receive.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -488,6 +682,11 @@ impl UdpSocket {
     }
 
     /// [`ready`](UdpSocket::ready) that gives up at `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` passes first; otherwise as [`ready`](UdpSocket::ready).
     ///
     /// # Cancel safety
     ///
@@ -504,21 +703,69 @@ impl UdpSocket {
     /// must be connected, else `ENOTCONN`). After `Shutdown::Read`, a
     /// receive with nothing queued returns 0 at once, as a blocking Linux
     /// socket does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::Shutdown;
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     assert_eq!(a.shutdown_with(Shutdown::Read).unwrap_err().errno(), libc::ENOTCONN);
+    ///     a.connect("127.0.0.1:9").await?;
+    ///     a.shutdown_with(Shutdown::Read)?;
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(a.recv(&mut buf).await?, 0); // at once: nothing to wait for
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno: `ENOTCONN` if the socket is not connected.
     pub fn shutdown_with(&self, how: Shutdown) -> Result<()> {
         self.core.shutdown(how)
     }
 
     /// The local address.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno from `getsockname(2)`.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.core.local_addr()
     }
 
     /// The connected peer's address (`ENOTCONN` if not connected).
+    ///
+    /// # Errors
+    ///
+    /// `ENOTCONN` if the socket is not connected.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         self.core.peer_addr()
     }
 
     /// Takes the pending socket error (`SO_ERROR`), if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     assert!(sock.take_error()?.is_none());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno if `getsockopt(2)` itself fails; the pending error is
+    /// the `Ok` value.
     pub fn take_error(&self) -> Result<Option<io::Error>> {
         self.core.take_error()
     }
@@ -533,7 +780,8 @@ impl UdpSocket {
     ///
     /// # Errors
     ///
-    /// Outside a Tokio runtime this is an error, not a panic.
+    /// `InvalidInput` (errno `EINVAL`) if the socket is not UDP; outside a
+    /// Tokio runtime, an error, not a panic.
     ///
     /// # Panics
     ///
@@ -549,6 +797,27 @@ impl UdpSocket {
     }
 
     /// Turns the socket into a `std::net::UdpSocket`, still non-blocking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let addr = sock.local_addr()?;
+    ///     let std_sock = sock.into_std()?;
+    ///     assert_eq!(std_sock.local_addr()?, addr);
+    ///     let back = UdpSocket::from_std(std_sock)?;
+    ///     assert_eq!(back.local_addr()?, addr);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` is kept for tokio's signature.
     pub fn into_std(self) -> Result<std::net::UdpSocket> {
         Ok(self.core.into_socket().into())
     }

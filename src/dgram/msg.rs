@@ -63,6 +63,11 @@ impl UdpSocket {
     /// Turns on what [`recv_with_info`](UdpSocket::recv_with_info) reports:
     /// `IP_PKTINFO` and `IP_RECVTOS` (and on an IPv6 socket
     /// `IPV6_RECVPKTINFO` and `IPV6_RECVTCLASS`).
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns one of these options off;
+    /// the kernel's errno otherwise (from `getsockname(2)` or `setsockopt(2)`).
     pub fn enable_info(&self) -> Result<()> {
         use crate::opts;
         match self.local_addr()? {
@@ -106,6 +111,10 @@ impl UdpSocket {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// As [`recv_msg`](UdpSocket::recv_msg).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -127,6 +136,32 @@ impl UdpSocket {
     /// class: how a server on a wildcard address answers from the address
     /// it was asked on. `from` is checked against the policy's
     /// `SourceViaPktinfo` rules.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let server = UdpSocket::bind("0.0.0.0:0").await?;
+    ///     let client = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    ///     server.send_from(b"hi", client.local_addr()?, from, None).await?;
+    ///     let mut buf = [0u8; 4];
+    ///     let (n, src) = client.recv_from(&mut buf).await?;
+    ///     assert_eq!((n, src.ip()), (2, from));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial when the policy refuses `from` for `SourceViaPktinfo`
+    /// (`EACCES`) or `to` for `SendTo` (`ECONNREFUSED`); otherwise as
+    /// [`send_msg`](UdpSocket::send_msg) (`EINVAL` from the kernel for a `from`
+    /// that is not a local address).
     ///
     /// # Cancel safety
     ///
