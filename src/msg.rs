@@ -1,7 +1,7 @@
 //! Messages: `send_msg`/`recv_msg` with flags and control messages, on
 //! `UdpSocket` and `TcpStream`. One `sendmsg`/`recvmsg` per call (a
 //! `MSG_WAITALL` stream receive loops until full), no heap allocation: the
-//! control messages to send are encoded into a 1024-byte buffer on the
+//! control messages to send are encoded into a 256-byte buffer on the
 //! stack, and received ones are decoded from the caller's buffer.
 
 use std::io::{self, IoSlice, IoSliceMut};
@@ -485,6 +485,20 @@ macro_rules! msg_methods {
             ///
             #[doc = $example]
             ///
+            /// # Errors
+            ///
+            /// Checked before anything is sent: `EINVAL` for a flag outside the
+            /// policy's send flags, or a control message that is not a send
+            /// type or is out of range; `ENOBUFS` if the control messages need
+            /// more than 256 bytes; a denial when the policy refuses `to` for
+            /// `SendTo` (`ECONNREFUSED`) or a PKTINFO source (`EACCES`).
+            ///
+            /// Then [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` =
+            /// `EAGAIN`) when the write timeout runs out; with `DONTWAIT`,
+            /// `WouldBlock` (errno `EAGAIN`) when there is no room; the
+            /// kernel's errno otherwise (`EMSGSIZE`, `EDESTADDRREQ`, `EPIPE` on
+            /// a closed stream, ...).
+            ///
             /// # Cancel safety
             ///
             /// This method is cancel safe: if it is dropped before it
@@ -502,6 +516,12 @@ macro_rules! msg_methods {
             /// [`send_msg`](Self::send_msg) that gives up at `deadline` (or
             /// the write timeout) with a timed-out error (`EAGAIN`).
             ///
+            /// # Errors
+            ///
+            /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` =
+            /// `EAGAIN`) when `deadline` or the write timeout passes first;
+            /// otherwise as [`send_msg`](Self::send_msg).
+            ///
             /// # Cancel safety
             ///
             /// This method is cancel safe.
@@ -518,6 +538,11 @@ macro_rules! msg_methods {
 
             /// [`send_msg`](Self::send_msg) once, now: `EAGAIN` if there is
             /// no room.
+            ///
+            /// # Errors
+            ///
+            /// `WouldBlock` (errno `EAGAIN`) when there is no room; otherwise
+            /// as [`send_msg`](Self::send_msg).
             pub fn try_send_msg(
                 &self,
                 bufs: &[std::io::IoSlice<'_>],
@@ -553,11 +578,23 @@ macro_rules! msg_methods {
 
             /// Receives one message (one `recvmsg(2)`; `WAITALL` on a
             /// stream loops until the buffers are full) into `bufs`, its
-            /// control messages into `control` (at most 1024 bytes of it are
-            /// used, SPEC.md's cap), waiting unless `flags` has `DONTWAIT`
+            /// control messages into `control` (at most the policy's
+            /// [`control_max`](crate::Policy::control_max) bytes of it are
+            /// used, 1024 by default), waiting unless `flags` has `DONTWAIT`
             /// or `ERRQUEUE` (the error queue never waits). Control messages
-            /// the policy does not list are dropped and `CTRUNC` is set. No
-            /// heap allocation.
+            /// the policy does not list are dropped and `CTRUNC` is set,
+            /// unless the policy keeps them. No heap allocation.
+            ///
+            /// # Errors
+            ///
+            /// `EINVAL` for a flag outside the policy's receive flags;
+            /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` =
+            /// `EAGAIN`) when the read timeout runs out; with `DONTWAIT` or
+            /// `ERRQUEUE`, `WouldBlock` (errno `EAGAIN`) when nothing is
+            /// queued; a pending error (`ECONNREFUSED` on a connected datagram
+            /// socket) ends the wait with that errno; the kernel's errno
+            /// otherwise. With `WAITALL` on a stream, an error or timeout after
+            /// some bytes arrived ends the receive with those bytes instead.
             ///
             /// # Cancel safety
             ///
@@ -575,6 +612,12 @@ macro_rules! msg_methods {
 
             /// [`recv_msg`](Self::recv_msg) that gives up at `deadline` (or
             /// the read timeout) with a timed-out error (`EAGAIN`).
+            ///
+            /// # Errors
+            ///
+            /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` =
+            /// `EAGAIN`) when `deadline` or the read timeout passes first;
+            /// otherwise as [`recv_msg`](Self::recv_msg).
             ///
             /// # Cancel safety
             ///
@@ -600,6 +643,11 @@ macro_rules! msg_methods {
 
             /// [`recv_msg`](Self::recv_msg) once, now: `EAGAIN` if nothing
             /// is queued.
+            ///
+            /// # Errors
+            ///
+            /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; otherwise
+            /// as [`recv_msg`](Self::recv_msg).
             pub fn try_recv_msg<'c>(
                 &self,
                 bufs: &mut [std::io::IoSliceMut<'_>],

@@ -89,16 +89,28 @@ pub(crate) fn into_split(stream: TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
 
 impl ReadHalf<'_> {
     /// The remote address of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::peer_addr`]: `ENOTCONN` once the connection is gone.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         self.stream.peer_addr()
     }
 
     /// The local address of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::local_addr`].
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.stream.local_addr()
     }
 
     /// See [`TcpStream::peek`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::peek`].
     ///
     /// # Cancel safety
     ///
@@ -110,11 +122,19 @@ impl ReadHalf<'_> {
 
 impl WriteHalf<'_> {
     /// The remote address of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::peer_addr`]: `ENOTCONN` once the connection is gone.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         self.stream.peer_addr()
     }
 
     /// The local address of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::local_addr`].
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.stream.local_addr()
     }
@@ -123,21 +143,60 @@ impl WriteHalf<'_> {
 impl OwnedReadHalf {
     /// Puts the two halves back together; they must come from the same
     /// `into_split`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let a = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let b = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (a_rd, a_wr) = a.into_split();
+    ///     let (b_rd, b_wr) = b.into_split();
+    ///     // Halves of different streams are refused, and given back.
+    ///     let err = a_rd.reunite(b_wr).unwrap_err();
+    ///     let (a_rd, b_wr) = (err.0, err.1);
+    ///     let a = a_rd.reunite(a_wr).expect("same stream");
+    ///     let _b = b_rd.reunite(b_wr).expect("same stream");
+    ///     assert!(a.peer_addr().is_ok());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ReuniteError`], holding both halves, if they came from different
+    /// streams.
     pub fn reunite(self, other: OwnedWriteHalf) -> std::result::Result<TcpStream, ReuniteError> {
         reunite(self, other)
     }
 
     /// The remote address of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::peer_addr`]: `ENOTCONN` once the connection is gone.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         self.stream.peer_addr()
     }
 
     /// The local address of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::local_addr`].
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.stream.local_addr()
     }
 
     /// See [`TcpStream::peek`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::peek`].
     ///
     /// # Cancel safety
     ///
@@ -154,6 +213,10 @@ impl OwnedReadHalf {
 
 impl OwnedWriteHalf {
     /// Puts the two halves back together; see [`OwnedReadHalf::reunite`].
+    ///
+    /// # Errors
+    ///
+    /// As [`OwnedReadHalf::reunite`].
     pub fn reunite(self, other: OwnedReadHalf) -> std::result::Result<TcpStream, ReuniteError> {
         reunite(other, self)
     }
@@ -164,11 +227,19 @@ impl OwnedWriteHalf {
     }
 
     /// The remote address of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::peer_addr`]: `ENOTCONN` once the connection is gone.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         self.stream.peer_addr()
     }
 
     /// The local address of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::local_addr`].
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.stream.local_addr()
     }
@@ -291,6 +362,10 @@ macro_rules! read_methods {
             /// Waits until the stream may be readable; see
             /// [`TcpStream::readable`].
             ///
+            /// # Errors
+            ///
+            /// Only tokio's error when the runtime is shutting down.
+            ///
             /// # Cancel safety
             ///
             /// This method is cancel safe.
@@ -300,6 +375,10 @@ macro_rules! read_methods {
 
             /// Waits for any of `interest` (only the read side's readiness
             /// is meaningful here); see [`TcpStream::ready`].
+            ///
+            /// # Errors
+            ///
+            /// Only tokio's error when the runtime is shutting down.
             ///
             /// # Cancel safety
             ///
@@ -312,7 +391,8 @@ macro_rules! read_methods {
             ///
             /// # Errors
             ///
-            /// `WouldBlock` when nothing is queued.
+            /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; the kernel's
+            /// errno otherwise.
             pub fn try_read(&self, buf: &mut [u8]) -> Result<usize> {
                 self.stream.try_read(buf)
             }
@@ -321,7 +401,8 @@ macro_rules! read_methods {
             ///
             /// # Errors
             ///
-            /// `WouldBlock` when nothing is queued.
+            /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; the kernel's
+            /// errno otherwise.
             pub fn try_read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> Result<usize> {
                 self.stream.try_read_vectored(bufs)
             }
@@ -330,7 +411,8 @@ macro_rules! read_methods {
             ///
             /// # Errors
             ///
-            /// `WouldBlock` when nothing is queued.
+            /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; the kernel's
+            /// errno otherwise.
             pub fn try_read_buf<B: bytes::BufMut>(&self, buf: &mut B) -> Result<usize> {
                 self.stream.try_read_buf(buf)
             }
@@ -354,6 +436,10 @@ macro_rules! write_methods {
             /// Waits until the stream may be writable; see
             /// [`TcpStream::writable`].
             ///
+            /// # Errors
+            ///
+            /// Only tokio's error when the runtime is shutting down.
+            ///
             /// # Cancel safety
             ///
             /// This method is cancel safe.
@@ -363,6 +449,10 @@ macro_rules! write_methods {
 
             /// Waits for any of `interest` (only the write side's readiness
             /// is meaningful here); see [`TcpStream::ready`].
+            ///
+            /// # Errors
+            ///
+            /// Only tokio's error when the runtime is shutting down.
             ///
             /// # Cancel safety
             ///
@@ -375,7 +465,8 @@ macro_rules! write_methods {
             ///
             /// # Errors
             ///
-            /// `WouldBlock` when the send buffer is full.
+            /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; the
+            /// kernel's errno otherwise (`EPIPE`, `ECONNRESET`, ...).
             pub fn try_write(&self, buf: &[u8]) -> Result<usize> {
                 self.stream.try_write(buf)
             }
@@ -384,7 +475,8 @@ macro_rules! write_methods {
             ///
             /// # Errors
             ///
-            /// `WouldBlock` when the send buffer is full.
+            /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; the
+            /// kernel's errno otherwise (`EPIPE`, `ECONNRESET`, ...).
             pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> Result<usize> {
                 self.stream.try_write_vectored(bufs)
             }
