@@ -991,6 +991,78 @@ async fn role_deadlines() {
             "a deadline fired {d:?} late"
         );
     }
+
+    // The socket's own read timeout (SO_RCVTIMEO's counterpart) under the
+    // same delay: it fires on time, and the late echo is still received.
+    let mut late_timeout = Vec::new();
+    for i in 0..8u32 {
+        let word = (1000 + i).to_le_bytes();
+        udp.set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        udp.send(&word).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let r = udp
+            .recv_msg(&mut [IoSliceMut::new(&mut buf)], &mut ctl, RecvFlags::EMPTY)
+            .await;
+        let took = t0.elapsed();
+        match r {
+            Err(e) if e.is_timeout() => assert_eq!(e.errno(), libc::EAGAIN),
+            other => panic!("recv_msg with a 10 ms read timeout: {other:?}"),
+        }
+        assert!(
+            took >= Duration::from_millis(10),
+            "timeout fired early: {took:?}"
+        );
+        late_timeout.push(took - Duration::from_millis(10));
+        udp.set_read_timeout(None).unwrap();
+        let m =
+            util_within(udp.recv_msg(&mut [IoSliceMut::new(&mut buf)], &mut ctl, RecvFlags::EMPTY))
+                .await
+                .unwrap();
+        assert_eq!(&buf[..m.len], &word);
+    }
+
+    // connect_deadline shorter than the delayed handshake: on time, no fd.
+    let base = open_fds();
+    let mut late_connect = Vec::new();
+    for wait_ms in [2u64, 5, 10, 15, 20] {
+        let wait = Duration::from_millis(wait_ms);
+        let t0 = tokio::time::Instant::now();
+        let r = TcpStream::connect_deadline(tcp_target, t0 + wait).await;
+        let took = t0.elapsed();
+        match r {
+            Err(e) if e.is_timeout() => assert_eq!(e.errno(), libc::EINPROGRESS),
+            other => panic!("connect_deadline {wait:?} under 25 ms delay: {other:?}"),
+        }
+        assert!(took >= wait, "connect deadline fired early: {took:?}");
+        late_connect.push(took - wait);
+        assert_eq!(open_fds(), base, "a timed-out connect left an fd");
+    }
+    // A deadline longer than the delay: connected.
+    let ok = TcpStream::connect_deadline(
+        tcp_target,
+        tokio::time::Instant::now() + Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        ok.is_ok(),
+        "connect with a 2 s deadline under 25 ms delay: {ok:?}"
+    );
+    drop(ok);
+    println!(
+        "FIGURE read_timeout_lateness max {:?} (8 recv_msg with a 10 ms socket read timeout, bound 50 ms)",
+        max(&late_timeout)
+    );
+    println!(
+        "FIGURE connect_deadline_lateness max {:?} (5 connects, deadlines 2-20 ms under 25 ms delay, bound 50 ms; fd delta 0)",
+        max(&late_connect)
+    );
+    for d in late_timeout.iter().chain(&late_connect) {
+        assert!(
+            *d <= Duration::from_millis(50),
+            "a timeout fired {d:?} late"
+        );
+    }
 }
 
 /// Each rejection, met by a typed connect, a raw connect and std's blocking
