@@ -212,3 +212,15 @@ fn regression_sockaddr_af_unspec_sendto_passes_deny_all() {
 fn regression_opseq_af_unspec_sendto_reaches_the_denied_canary() {
     checks::check_opseq(&[0x00, 0x06, 0x66, 0x35, 0x5d, 0xf6, 0x00, 0x0a, 0x02, 0xec]);
 }
+
+/// The pure halves over the socket targets' corpora (also what Miri runs:
+/// no sockets).
+#[test]
+fn corpus_pure_decoders() {
+    let n = replay("sockaddr", checks::check_sockaddr_pure)
+        + replay("cmsg_send", |d| {
+            checks::check_cmsg_encode(d);
+            checks::check_cmsg_recv(d);
+        });
+    println!("{n} inputs");
+}
