@@ -10,9 +10,10 @@
 //! small holder (`faults/delay.rs`), a blackhole drops SYNs, a reset is
 //! `reject with tcp reset`, an ICMP unreachable is `reject`.
 //!
-//! Needs root, `ip`, `nft`, `iptables` and `strace`; without them each test
-//! prints why and passes without running. The tests run one at a time (a
-//! lock): the timing bounds must not depend on a neighbour's load.
+//! Needs root, `ip`, `nft` and `iptables`; without them each test prints
+//! why and passes without running (without `strace` the reset test runs
+//! but skips its no-SIGPIPE proof, and says so). The tests run one at a
+//! time (a lock): the timing bounds must not depend on a neighbour's load.
 //!
 //! Figures (printed; each is asserted):
 //! * a connect to a blackhole with a 250 ms deadline times out within
@@ -234,8 +235,14 @@ fn one_mib_over_loss_and_delay_arrives_intact() {
 #[test]
 fn reset_mid_stream_gives_econnreset_and_no_sigpipe() {
     let _serial = serial();
-    if skip(&["nft", "strace"]) {
+    if skip(&["nft"]) {
         return;
+    }
+    // strace proves no SIGPIPE was raised (the Rust runtime ignores it, so
+    // surviving alone proves little); without it the rest still runs.
+    let traced = netns::skip_reason(&["strace"]).is_none();
+    if !traced {
+        println!("NOTE: `strace` is not installed: the no-SIGPIPE proof is skipped");
     }
     let ns = NsPair::new("r");
     ns.b.nft(
@@ -252,6 +259,20 @@ fn reset_mid_stream_gives_econnreset_and_no_sigpipe() {
         .to_string();
     let trace = netns::TempPath::new("faults-reset", "strace");
     let trace_s = trace.as_str();
+    let strace = [
+        "strace",
+        "-f",
+        "-qq",
+        "-s",
+        "64",
+        "-o",
+        &trace_s,
+        "-e",
+        "trace=write,sendto,sendmsg,writev",
+        "-e",
+        "signal=SIGPIPE",
+    ];
+    let wrapper: &[&str] = if traced { &strace } else { &[] };
     let client = spawn_role(
         Some(&ns.a),
         CHILD,
@@ -260,22 +281,14 @@ fn reset_mid_stream_gives_econnreset_and_no_sigpipe() {
             ("HS_TARGET", format!("{ADDR_B}:{tcp_port}")),
             ("HS_NS_B", ns.b.name.clone()),
         ],
-        &[
-            "strace",
-            "-f",
-            "-qq",
-            "-s",
-            "64",
-            "-o",
-            &trace_s,
-            "-e",
-            "trace=write,sendto,sendmsg,writev",
-            "-e",
-            "signal=SIGPIPE",
-        ],
+        wrapper,
     );
     let out = client.finish(Duration::from_secs(60));
     server.finish(Duration::from_secs(10));
+    assert!(figure(&out, "first_error_errno").starts_with("ECONNRESET "));
+    if !traced {
+        return;
+    }
     let text = std::fs::read_to_string(&trace.0).expect("strace output");
     let (control, measured) = text
         .split_once("PHASE-HOSTSOCK")
@@ -314,7 +327,6 @@ fn reset_mid_stream_gives_econnreset_and_no_sigpipe() {
         without_nosignal, 0,
         "sends without MSG_NOSIGNAL: {failed_sends:?}"
     );
-    assert!(figure(&out, "first_error_errno").starts_with("ECONNRESET "));
 }
 
 #[test]
