@@ -32,10 +32,6 @@ macro_rules! conversions {
                 "The fd must be a ", $ctor, " socket of a kind the policy allows; it is made\n",
                 "non-blocking and close-on-exec, its `SO_RCVTIMEO`/`SO_SNDTIMEO` become this\n",
                 "socket's timeouts, and it is registered with the current runtime.\n\n",
-                "# Errors\n\n",
-                "A kind the policy refuses is [`Error::Denied`](crate::Error::Denied) (the fd is\n",
-                "closed); a socket of another type is `InvalidInput`; outside a Tokio runtime,\n",
-                "an error, not a panic.\n\n",
                 "# Examples\n\n",
                 "```\n",
                 "use std::os::fd::OwnedFd;\n",
@@ -50,6 +46,15 @@ macro_rules! conversions {
                 "}\n",
                 "```"
             )]
+            ///
+            /// # Errors
+            ///
+            /// A kind the policy refuses is [`Error::Denied`](crate::Error::Denied),
+            /// errno `ESOCKTNOSUPPORT` (`EAFNOSUPPORT` for a family other than
+            /// IPv4 and IPv6, a Unix socket say); a socket of another type or
+            /// protocol is `InvalidInput` (errno `EINVAL`); an fd that is not a
+            /// socket gives the kernel's `ENOTSOCK`; outside a Tokio runtime,
+            /// an error, not a panic. On every error the fd is closed.
             #[track_caller]
             pub fn from_fd_with_policy(fd: OwnedFd, policy: Arc<Policy>) -> Result<$ty> {
                 Core::adopt(Socket::from(fd), policy, Some($sock_type)).map($ty::from_core)
@@ -58,10 +63,12 @@ macro_rules! conversions {
             #[doc = concat!(
                 "Wraps a `socket2::Socket` under the default policy; see\n",
                 "[`from_fd_with_policy`](", stringify!($ty), "::from_fd_with_policy) for what is\n",
-                "checked and changed.\n\n",
-                "# Errors\n\n",
-                "As [`from_fd_with_policy`](", stringify!($ty), "::from_fd_with_policy)."
+                "checked and changed."
             )]
+            ///
+            /// # Errors
+            ///
+            /// As [`from_fd_with_policy`](Self::from_fd_with_policy).
             #[track_caller]
             pub fn from_socket2(sock: Socket) -> Result<$ty> {
                 Core::adopt(sock, Policy::shared_default(), Some($sock_type)).map($ty::from_core)
@@ -76,11 +83,13 @@ macro_rules! conversions {
             #[doc = concat!(
                 "Takes over a `", stringify!($tokio), "` under the default policy (it leaves\n",
                 "tokio's reactor and joins this one); see\n",
-                "[`from_fd_with_policy`](", stringify!($ty), "::from_fd_with_policy).\n\n",
-                "# Errors\n\n",
-                "As [`from_fd_with_policy`](", stringify!($ty), "::from_fd_with_policy), and\n",
-                "tokio's own error if the socket cannot leave its reactor."
+                "[`from_fd_with_policy`](", stringify!($ty), "::from_fd_with_policy)."
             )]
+            ///
+            /// # Errors
+            ///
+            /// As [`from_fd_with_policy`](Self::from_fd_with_policy), and
+            /// tokio's own error if the socket cannot leave its reactor.
             #[track_caller]
             pub fn from_tokio(sock: $tokio) -> Result<$ty> {
                 $ty::from_socket2(Socket::from(OwnedFd::from(sock.into_std()?)))
@@ -88,10 +97,17 @@ macro_rules! conversions {
 
             #[doc = concat!(
                 "Hands the socket to tokio as a `", stringify!($tokio), "` (it leaves this\n",
-                "reactor and joins tokio's).\n\n",
-                "# Errors\n\n",
-                "Outside a Tokio runtime, tokio's error."
+                "reactor and joins tokio's)."
             )]
+            ///
+            /// # Errors
+            ///
+            /// tokio's error if the socket cannot join its reactor.
+            ///
+            /// # Panics
+            ///
+            /// Outside a Tokio runtime with IO enabled (tokio's own panic:
+            /// `from_std` needs the runtime's reactor).
             #[track_caller]
             pub fn into_tokio(self) -> Result<$tokio> {
                 let std: $std = self.into_socket2().into();

@@ -88,6 +88,12 @@ impl TcpListener {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// A denial when `policy` refuses the socket kind (`ESOCKTNOSUPPORT`) or
+    /// the address for `Bind` (`EACCES`); otherwise as
+    /// [`bind`](TcpListener::bind).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe, as [`bind`](TcpListener::bind) is.
@@ -187,6 +193,12 @@ impl TcpListener {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`) when
+    /// `deadline` or the read timeout passes first; otherwise as
+    /// [`accept`](TcpListener::accept).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe, as [`accept`](TcpListener::accept) is.
@@ -223,6 +235,12 @@ impl TcpListener {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` (errno `EAGAIN`) when no connection is queued (a refused
+    /// peer is reset and does not count); otherwise as
+    /// [`accept`](TcpListener::accept).
     pub fn try_accept(&self) -> Result<(TcpStream, SocketAddr)> {
         let (sock, addr) = self.core.try_io(Interest::READABLE, |s| {
             accept_allowed(s, self.core.policy())
@@ -241,6 +259,12 @@ impl TcpListener {
     ///
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`accept`](TcpListener::accept), as `io::Error`s: a kernel
+    /// errno stays in `raw_os_error()`, and [`Error::from`](crate::Error::from)
+    /// gives a denial back. No timeout applies: a poll function keeps no timer.
     pub fn poll_accept(
         &self,
         cx: &mut Context<'_>,
@@ -309,6 +333,10 @@ impl TcpListener {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno from `getsockname(2)`.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.core.local_addr()
     }
@@ -362,6 +390,10 @@ impl TcpListener {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` is kept for tokio's signature.
     pub fn into_std(self) -> Result<std::net::TcpListener> {
         Ok(self.core.into_socket().into())
     }
@@ -382,11 +414,21 @@ impl TcpListener {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `IP_TTL` off; the kernel's
+    /// errno otherwise (`EINVAL` for 0 or more than 255).
     pub fn set_ttl(&self, ttl: u32) -> Result<()> {
         self.set(opts::IpTtl, ttl)
     }
 
     /// Gets `IP_TTL`. For more information, see [`set_ttl`](TcpListener::set_ttl).
+    ///
+    /// # Errors
+    ///
+    /// A denial (`ENOPROTOOPT`) if the policy turns `IP_TTL` off; the kernel's
+    /// errno otherwise.
     pub fn ttl(&self) -> Result<u32> {
         self.get(opts::IpTtl)
     }
@@ -410,6 +452,11 @@ impl TcpListener {
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (errno `EINVAL`) for `Some(Duration::ZERO)`; a denial
+    /// (`ENOPROTOOPT`) if the policy turns `SO_RCVTIMEO` off.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         self.core.set_timeout(Dir::Read, timeout)
     }
@@ -420,6 +467,11 @@ impl TcpListener {
     }
 
     /// Sets the write timeout that accepted streams inherit.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` (errno `EINVAL`) for `Some(Duration::ZERO)`; a denial
+    /// (`ENOPROTOOPT`) if the policy turns `SO_SNDTIMEO` off.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> Result<()> {
         self.core.set_timeout(Dir::Write, timeout)
     }
@@ -435,6 +487,11 @@ impl TcpListener {
     }
 
     /// Takes the pending error (`SO_ERROR`), if any.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's errno if `getsockopt(2)` itself fails; the pending error is
+    /// the `Ok` value.
     pub fn take_error(&self) -> Result<Option<std::io::Error>> {
         self.core.take_error()
     }

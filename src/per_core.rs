@@ -34,6 +34,12 @@ impl UdpSocket {
     /// }
     /// ```
     ///
+    /// # Errors
+    ///
+    /// A denial (`EACCES`) when the default policy refuses `addr` for `Bind`
+    /// (it allows every address); the kernel's errno otherwise (`EADDRINUSE`
+    /// when a socket without `SO_REUSEPORT`, or of another user, holds `addr`).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -57,6 +63,32 @@ impl TcpListener {
     /// several listeners (one per thread) can share `addr`; the kernel
     /// spreads connections across them.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = TcpListener::bind_reuseport("127.0.0.1:0".parse().unwrap()).await?;
+    ///     let b = TcpListener::bind_reuseport(a.local_addr()?).await?;
+    ///     assert_eq!(a.local_addr()?, b.local_addr()?);
+    ///     let _client = TcpStream::connect(a.local_addr()?).await?;
+    ///     // The kernel hands the connection to one of the two.
+    ///     let accepted = tokio::select! {
+    ///         r = a.accept() => r?,
+    ///         r = b.accept() => r?,
+    ///     };
+    ///     assert!(accepted.1.ip().is_loopback());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpSocket::bind`] and [`TcpSocket::listen`]: the kernel's errno
+    /// (`EADDRINUSE` when a socket without `SO_REUSEPORT` holds `addr`).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -78,8 +110,9 @@ impl TcpListener {
 ///
 /// # Errors
 ///
-/// A runtime that cannot be built, or a thread that panicked, is an error
-/// for the whole call (after every thread has finished).
+/// The first error by index, after every thread has finished: a task's own
+/// error, a thread that could not be spawned or a runtime that could not
+/// be built (the OS's errno), or a task that panicked (`Other`).
 ///
 /// # Examples
 ///
@@ -92,7 +125,7 @@ impl TcpListener {
 ///     let sock = UdpSocket::bind_reuseport(addr).await?;
 ///     Ok(sock.local_addr()?.port())
 /// })?;
-/// # let _ = ports;
+/// assert_eq!(ports, [addr.port(), addr.port()]);
 /// # Ok(())
 /// # }
 /// ```

@@ -22,8 +22,6 @@ macro_rules! ip_options {
         impl $ty {
             #[doc = concat!(
                 "Sets `IP_TOS`, the type-of-service byte of IPv4 packets sent.\n\n",
-                "# Errors\n\n",
-                "A denial when the policy turns `IP_TOS` off; `ENOPROTOOPT` on an IPv6 socket.\n\n",
                 "# Examples\n\n",
                 "```\n",
                 "#[tokio::main]\n",
@@ -35,11 +33,23 @@ macro_rules! ip_options {
                 "}\n",
                 "```"
             )]
+            ///
+            /// # Errors
+            ///
+            /// A denial (`ENOPROTOOPT`) when the policy turns `IP_TOS` off; the
+            /// kernel's errno otherwise. Linux accepts `IP_TOS` on an IPv6
+            /// socket too: it marks the socket's IPv4 traffic (IPv4-mapped
+            /// peers).
             pub fn set_tos(&self, tos: u32) -> $crate::Result<()> {
                 self.set($crate::opts::IpTos, tos)
             }
 
             /// Gets `IP_TOS`; see `set_tos`.
+            ///
+            /// # Errors
+            ///
+            /// A denial (`ENOPROTOOPT`) when the policy turns `IP_TOS` off; the
+            /// kernel's errno otherwise.
             pub fn tos(&self) -> $crate::Result<u32> {
                 self.get($crate::opts::IpTos)
             }
@@ -49,13 +59,17 @@ macro_rules! ip_options {
             ///
             /// # Errors
             ///
-            /// A denial when the policy turns `IPV6_TCLASS` off; the
-            /// kernel's `ENOPROTOOPT` on an IPv4 socket.
+            /// A denial (`ENOPROTOOPT`) when the policy turns `IPV6_TCLASS`
+            /// off; the kernel's `ENOPROTOOPT` on an IPv4 socket.
             pub fn set_tclass_v6(&self, tclass: i32) -> $crate::Result<()> {
                 self.set($crate::opts::TClassV6, tclass)
             }
 
             /// Gets `IPV6_TCLASS`; see `set_tclass_v6`.
+            ///
+            /// # Errors
+            ///
+            /// As [`set_tclass_v6`](Self::set_tclass_v6).
             pub fn tclass_v6(&self) -> $crate::Result<i32> {
                 self.get($crate::opts::TClassV6)
             }
@@ -66,13 +80,20 @@ macro_rules! ip_options {
             /// # Errors
             ///
             /// `EINVAL` for a name over 15 bytes or not UTF-8; a denial
-            /// when the policy turns the option off; `ENODEV` for an
-            /// unknown device; `EPERM` without `CAP_NET_RAW`.
+            /// (`ENOPROTOOPT`) when the policy turns the option off (the
+            /// default policy does); `ENODEV` for an unknown device; `EPERM`
+            /// without `CAP_NET_RAW` when the socket is already bound to a
+            /// device (since Linux 5.7 the first binding needs no privilege).
             pub fn bind_device(&self, interface: Option<&[u8]>) -> $crate::Result<()> {
                 self.set($crate::opts::BindToDevice, device_name(interface)?)
             }
 
             /// The device the socket is bound to, if any.
+            ///
+            /// # Errors
+            ///
+            /// A denial (`ENOPROTOOPT`) when the policy turns `SO_BINDTODEVICE`
+            /// off (the default policy does); the kernel's errno otherwise.
             pub fn device(&self) -> $crate::Result<Option<Vec<u8>>> {
                 let name = self.get($crate::opts::BindToDevice)?;
                 Ok((!name.as_bytes().is_empty()).then(|| name.as_bytes().to_vec()))
