@@ -565,6 +565,13 @@ macro_rules! msg_methods {
             ///
             /// Only the `Waker` from the `Context` passed to the most
             /// recent call is scheduled to receive a wakeup.
+            ///
+            /// # Errors
+            ///
+            /// The errors of [`send_msg`](Self::send_msg), as `io::Error`s: a
+            /// kernel errno stays in `raw_os_error()`, and
+            /// [`Error::from`](crate::Error::from) gives a denial back. No
+            /// timeout applies: a poll function keeps no timer.
             pub fn poll_send_msg(
                 &self,
                 cx: &mut std::task::Context<'_>,

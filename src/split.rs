@@ -418,6 +418,13 @@ macro_rules! read_methods {
             }
 
             /// See [`TcpStream::poll_peek`].
+            ///
+            /// # Errors
+            ///
+            /// The errors of [`TcpStream::peek`], as `io::Error`s: a kernel
+            /// errno stays in `raw_os_error()`, and
+            /// [`Error::from`](crate::Error::from) gives a denial back. No
+            /// timeout applies: a poll function keeps no timer.
             pub fn poll_peek(
                 &mut self,
                 cx: &mut Context<'_>,

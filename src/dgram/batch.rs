@@ -281,6 +281,13 @@ impl UdpSocket {
     ///
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`send_batch`](UdpSocket::send_batch), as `io::Error`s: a
+    /// kernel errno stays in `raw_os_error()`, and
+    /// [`Error::from`](crate::Error::from) gives a denial back. No timeout
+    /// applies: a poll function keeps no timer.
     pub fn poll_send_batch(
         &self,
         cx: &mut Context<'_>,
@@ -371,6 +378,13 @@ impl UdpSocket {
     ///
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`recv_batch`](UdpSocket::recv_batch), as `io::Error`s: a
+    /// kernel errno stays in `raw_os_error()`, and
+    /// [`Error::from`](crate::Error::from) gives a denial back. No timeout
+    /// applies: a poll function keeps no timer.
     pub fn poll_recv_batch(
         &self,
         cx: &mut Context<'_>,

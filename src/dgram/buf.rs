@@ -190,6 +190,12 @@ impl UdpSocket {
 
     /// Polls to peek at the next datagram (into `buf`'s unfilled part,
     /// without zeroing it); wakes on errors too.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`peek`](UdpSocket::peek), as `io::Error`s: a kernel errno
+    /// stays in `raw_os_error()`, and [`Error::from`](crate::Error::from) gives
+    /// a denial back. No timeout applies: a poll function keeps no timer.
     pub fn poll_peek(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.poll_peek_from(cx, buf).map_ok(drop)
     }
@@ -233,6 +239,13 @@ impl UdpSocket {
     }
 
     /// Polls for the source of the next datagram; wakes on errors too.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`peek_sender`](UdpSocket::peek_sender), as `io::Error`s:
+    /// a kernel errno stays in `raw_os_error()`, and
+    /// [`Error::from`](crate::Error::from) gives a denial back. No timeout
+    /// applies: a poll function keeps no timer.
     pub fn poll_peek_sender(&self, cx: &mut Context<'_>) -> Poll<io::Result<SocketAddr>> {
         self.poll_peek_from(cx, &mut ReadBuf::new(&mut []))
     }
@@ -240,11 +253,21 @@ impl UdpSocket {
     /// Polls until a datagram may be queued or an error is pending. As
     /// with tokio, a spurious wake-up is possible: the next receive may
     /// still give `WouldBlock`.
+    ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down, or the OS's errno
+    /// if the error-watching duplicate fd (see
+    /// [`poll_recv`](UdpSocket::poll_recv)) cannot be made (`EMFILE`, ...).
     pub fn poll_recv_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_recv_io(cx, |_| Ok(()))
     }
 
     /// Polls until the socket may be writable.
+    ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down.
     pub fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.core().async_fd().poll_write_ready(cx).map_ok(drop)
     }

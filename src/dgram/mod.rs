@@ -258,6 +258,12 @@ impl UdpSocket {
     ///
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`send`](UdpSocket::send), as `io::Error`s: a kernel errno
+    /// stays in `raw_os_error()`, and [`Error::from`](crate::Error::from) gives
+    /// a denial back. No timeout applies: a poll function keeps no timer.
     pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.core
             .poll_write_io(cx, |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL))
@@ -341,6 +347,12 @@ impl UdpSocket {
     }
 
     /// Polls to send `buf` to `target`; see [`poll_send`](UdpSocket::poll_send).
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`send_to`](UdpSocket::send_to), as `io::Error`s: a kernel
+    /// errno stays in `raw_os_error()`, and [`Error::from`](crate::Error::from)
+    /// gives a denial back. No timeout applies: a poll function keeps no timer.
     pub fn poll_send_to(
         &self,
         cx: &mut Context<'_>,
@@ -444,6 +456,13 @@ impl UdpSocket {
     ///
     /// Only the `Waker` from the `Context` passed to the most recent call is
     /// scheduled to receive a wakeup.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`recv`](UdpSocket::recv), as `io::Error`s: a kernel errno
+    /// stays in `raw_os_error()`, and [`Error::from`](crate::Error::from) gives
+    /// a denial back. No timeout applies: a poll function keeps no timer.
+    /// Making the duplicate fd can fail with the OS's errno (`EMFILE`, ...).
     pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.poll_recv_io(cx, |s| sys::recv_buf(s, buf, 0))
             .map_ok(drop)
@@ -516,6 +535,13 @@ impl UdpSocket {
 
     /// Polls to receive a datagram and its source; like
     /// [`poll_recv`](UdpSocket::poll_recv), it wakes on errors too.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`recv_from`](UdpSocket::recv_from), as `io::Error`s: a
+    /// kernel errno stays in `raw_os_error()`, and
+    /// [`Error::from`](crate::Error::from) gives a denial back. No timeout
+    /// applies: a poll function keeps no timer.
     pub fn poll_recv_from(
         &self,
         cx: &mut Context<'_>,
@@ -592,6 +618,13 @@ impl UdpSocket {
 
     /// Polls to peek at the next datagram; like
     /// [`poll_recv`](UdpSocket::poll_recv), it wakes on errors too.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`peek_from`](UdpSocket::peek_from), as `io::Error`s: a
+    /// kernel errno stays in `raw_os_error()`, and
+    /// [`Error::from`](crate::Error::from) gives a denial back. No timeout
+    /// applies: a poll function keeps no timer.
     pub fn poll_peek_from(
         &self,
         cx: &mut Context<'_>,

@@ -16,11 +16,19 @@ use crate::{opts, sys};
 impl TcpStream {
     /// Polls until the stream may be readable. A spurious wake-up is
     /// possible, as with tokio: the next read may still give `WouldBlock`.
+    ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.core().async_fd().poll_read_ready(cx).map_ok(drop)
     }
 
     /// Polls until the stream may be writable.
+    ///
+    /// # Errors
+    ///
+    /// Only tokio's error when the runtime is shutting down.
     pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.core().async_fd().poll_write_ready(cx).map_ok(drop)
     }
