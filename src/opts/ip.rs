@@ -20,19 +20,19 @@ fn device_name(interface: Option<&[u8]>) -> Result<OptName> {
 macro_rules! ip_options {
     ($ty:ty, $new:literal) => {
         impl $ty {
-            #[doc = concat!(
-                "Sets `IP_TOS`, the type-of-service byte of IPv4 packets sent.\n\n",
-                "# Examples\n\n",
-                "```\n",
-                "#[tokio::main]\n",
-                "async fn main() -> hostsock::Result<()> {\n",
-                "    let sock = ", $new, ";\n",
-                "    sock.set_tos(0x10)?;\n",
-                "    assert_eq!(sock.tos()?, 0x10);\n",
-                "    Ok(())\n",
-                "}\n",
-                "```"
-            )]
+            /// Sets `IP_TOS`, the type-of-service byte of IPv4 packets sent.
+            ///
+            /// # Examples
+            ///
+            /// ```
+            /// #[tokio::main]
+            /// async fn main() -> hostsock::Result<()> {
+            #[doc = concat!("    let sock = ", $new, ";")]
+            ///     sock.set_tos(0x10)?;
+            ///     assert_eq!(sock.tos()?, 0x10);
+            ///     Ok(())
+            /// }
+            /// ```
             ///
             /// # Errors
             ///
