@@ -270,6 +270,26 @@ impl Error {
     }
 
     /// The denial, if the policy refused the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use hostsock::{Op, Policy, UdpSocket};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sandbox = Arc::new(Policy::sandbox());
+    ///     let sock = UdpSocket::bind_with_policy("127.0.0.1:0", sandbox).await?;
+    ///     // The sandbox preset refuses link-local addresses (cloud metadata).
+    ///     let err = sock.send_to(b"x", "169.254.169.254:80").await.unwrap_err();
+    ///     assert!(err.is_denied() && err.raw_os_error().is_none());
+    ///     let denial = err.denial().expect("a policy denial");
+    ///     assert_eq!((denial.op, denial.errno), (Op::Send, libc::ECONNREFUSED));
+    ///     assert_eq!(err.errno(), libc::ECONNREFUSED);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn denial(&self) -> Option<&Denial> {
         match self {
             Error::Denied(d) => Some(d),

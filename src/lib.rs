@@ -34,14 +34,16 @@
 //!
 //! - `tracing` (off by default): every policy denial is a `WARN` event
 //!   (target `hostsock::policy`, with the fd, operation, rule and errno), and
-//!   every error an async operation ends with a `DEBUG` event (target
-//!   `hostsock::io`), so an embedder sees them in its existing logs.
+//!   every error a waiting send, receive or accept ends with (an expired
+//!   timeout or deadline too) a `DEBUG` event (target `hostsock::io`), so an
+//!   embedder sees them in its existing logs.
 //!
 //! # Timeouts and deadlines
 //!
 //! Each socket has a read timeout (receive, read, peek, accept) and a write
-//! timeout (send, write, connect), as `SO_RCVTIMEO`/`SO_SNDTIMEO`. Each async
-//! operation also has a `*_deadline` form taking a [`tokio::time::Instant`].
+//! timeout (send, write, [`TcpSocket::connect`]), as `SO_RCVTIMEO`/`SO_SNDTIMEO`.
+//! The main async operations also have a `*_deadline` form taking a
+//! [`tokio::time::Instant`].
 //! Expiry gives [`Error::TimedOut`], whose [`errno`](Error::errno) is what
 //! Linux gives: `EAGAIN`, or `EINPROGRESS` for connect.
 //!

@@ -62,6 +62,21 @@ impl TcpListener {
     /// The kernel's errno for socket, bind or listen (`EADDRINUSE`,
     /// `EACCES` for a privileged port, `EADDRNOTAVAIL`, ...).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::TcpListener;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     // `SO_REUSEADDR` does not let two sockets listen on one address.
+    ///     let err = TcpListener::bind(listener.local_addr()?).await.unwrap_err();
+    ///     assert_eq!(err.errno(), libc::EADDRINUSE);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: binding happens in one step after the

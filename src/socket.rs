@@ -54,6 +54,20 @@ impl TcpSocket {
     ///
     /// The kernel's errno for `socket(2)` (`EMFILE`, `ENFILE`, ...). The
     /// default policy allows every socket kind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::TcpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let socket = TcpSocket::new_v4()?;
+    ///     // Not bound yet: the kernel reports the wildcard address.
+    ///     assert_eq!(socket.local_addr()?, "0.0.0.0:0".parse().unwrap());
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn new_v4() -> Result<TcpSocket> {
         TcpSocket::new(Domain::IPV4)
     }

@@ -311,6 +311,26 @@ impl UdpSocket {
     ///
     /// `f`'s error, or [`Error::TimedOut`](crate::Error::TimedOut).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{Interest, UdpSocket};
+    /// use socket2::SockRef;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     a.send_to(b"raw", b.local_addr()?).await?;
+    ///     // Waits for readiness, then runs the caller's own call.
+    ///     let from = b
+    ///         .async_io(Interest::READABLE, || SockRef::from(&b).peek_sender())
+    ///         .await?;
+    ///     assert_eq!(from.as_socket(), Some(a.local_addr()?));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// As cancel safe as `f`: the wait itself loses nothing.

@@ -200,6 +200,23 @@ impl UdpSocket {
     /// `EDESTADDRREQ` if not connected. The write timeout gives
     /// [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let err = a.send(b"nowhere").await.unwrap_err();
+    ///     assert_eq!(err.errno(), libc::EDESTADDRREQ); // not connected yet
+    ///     a.connect(b.local_addr()?).await?;
+    ///     assert_eq!(a.send(b"somewhere").await?, 9);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: if it is dropped before completing, the
@@ -377,6 +394,25 @@ impl UdpSocket {
     /// gives [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` =
     /// `EAGAIN`).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     // A port nobody listens on: the socket that held it is gone.
+    ///     let closed = UdpSocket::bind("127.0.0.1:0").await?.local_addr()?;
+    ///     sock.connect(closed).await?;
+    ///     sock.send(b"anyone?").await?;
+    ///     // The ICMP port unreachable ends the wait.
+    ///     let err = sock.recv(&mut [0u8; 16]).await.unwrap_err();
+    ///     assert_eq!(err.errno(), libc::ECONNREFUSED);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe. If `recv` is used as a branch in
@@ -528,6 +564,32 @@ impl UdpSocket {
     ///
     /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; a pending error
     /// (`ECONNREFUSED`, ...) otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let a = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let b = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(b.try_recv_from(&mut buf).unwrap_err().errno(), libc::EAGAIN);
+    ///     a.writable().await?;
+    ///     a.try_send_to(b"now", b.local_addr()?)?;
+    ///     let (n, from) = loop {
+    ///         b.readable().await?;
+    ///         match b.try_recv_from(&mut buf) {
+    ///             Ok(got) => break got,
+    ///             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+    ///             Err(e) => return Err(e),
+    ///         }
+    ///     };
+    ///     assert_eq!((&buf[..n], from), (&b"now"[..], a.local_addr()?));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn try_recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
         self.core
             .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, 0))
@@ -819,6 +881,21 @@ impl UdpSocket {
     /// # Panics
     ///
     /// Inside a runtime built without IO enabled (tokio's own panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::UdpSocket;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let std_sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    ///     let addr = std_sock.local_addr()?;
+    ///     let sock = UdpSocket::from_std(std_sock)?;
+    ///     assert_eq!(sock.local_addr()?, addr);
+    ///     Ok(())
+    /// }
+    /// ```
     #[track_caller]
     pub fn from_std(sock: std::net::UdpSocket) -> Result<UdpSocket> {
         let sock = Socket::from(std::os::fd::OwnedFd::from(sock));

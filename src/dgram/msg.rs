@@ -68,6 +68,20 @@ impl UdpSocket {
     ///
     /// A denial (`ENOPROTOOPT`) if the policy turns one of these options off;
     /// the kernel's errno otherwise (from `getsockname(2)` or `setsockopt(2)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{opts, UdpSocket};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    ///     sock.enable_info()?;
+    ///     assert!(sock.get(opts::PktInfoV4)? && sock.get(opts::RecvTos)?);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn enable_info(&self) -> Result<()> {
         use crate::opts;
         match self.local_addr()? {

@@ -859,6 +859,22 @@ impl TcpStream {
     /// # Panics
     ///
     /// Inside a runtime built without IO enabled (tokio's own panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let std_stream = std::net::TcpStream::connect(listener.local_addr()?)?;
+    ///     let stream = TcpStream::from_std(std_stream)?;
+    ///     let (_server, peer) = listener.accept().await?;
+    ///     assert_eq!(stream.local_addr()?, peer);
+    ///     Ok(())
+    /// }
+    /// ```
     #[track_caller]
     pub fn from_std(stream: std::net::TcpStream) -> Result<TcpStream> {
         let sock = Socket::from(std::os::fd::OwnedFd::from(stream));

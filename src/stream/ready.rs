@@ -81,6 +81,23 @@ impl TcpStream {
     /// # Errors
     ///
     /// `WouldBlock` if the stream is not ready, or `f`'s own error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{Interest, TcpListener, TcpStream};
+    /// use socket2::SockRef;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     client.writable().await?;
+    ///     let n = client.try_io(Interest::WRITABLE, || SockRef::from(&client).send(b"hi"))?;
+    ///     assert_eq!(n, 2);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> Result<R> {
         self.core().try_io(interest, |_| f())
     }
@@ -92,6 +109,29 @@ impl TcpStream {
     /// # Errors
     ///
     /// `f`'s error, or [`Error::TimedOut`](crate::Error::TimedOut).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{Interest, TcpListener, TcpStream};
+    /// use socket2::SockRef;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    ///     let (server, _) = listener.accept().await?;
+    ///     client.write_all(b"data").await?;
+    ///     // A call hostsock does not wrap, made through socket2 on the same fd.
+    ///     let mut buf = [std::mem::MaybeUninit::new(0u8); 8];
+    ///     let n = server
+    ///         .async_io(Interest::READABLE, || SockRef::from(&server).recv(&mut buf))
+    ///         .await?;
+    ///     assert_eq!(n, 4);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -117,6 +157,21 @@ impl TcpStream {
     /// # Errors
     ///
     /// A denial when the policy turns the option off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     stream.set_quickack(true)?;
+    ///     let _maybe = stream.quickack()?; // Linux may have turned it off already
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn set_quickack(&self, quickack: bool) -> Result<()> {
         self.set(opts::TcpQuickAck, quickack)
     }
@@ -137,6 +192,22 @@ impl TcpStream {
     /// # Errors
     ///
     /// A denial when the policy turns `SO_LINGER` off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hostsock::{TcpListener, TcpStream};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> hostsock::Result<()> {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").await?;
+    ///     let stream = TcpStream::connect(listener.local_addr()?).await?;
+    ///     stream.set_zero_linger()?;
+    ///     assert_eq!(stream.linger()?, Some(Duration::ZERO));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn set_zero_linger(&self) -> Result<()> {
         self.set(opts::Linger, Some(std::time::Duration::ZERO))
     }
