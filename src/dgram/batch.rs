@@ -459,6 +459,10 @@ impl UdpSocket {
     /// where an error after the first batch loses the count of bytes already
     /// sent.
     ///
+    /// More segments than Linux cuts in one send (`UDP_MAX_SEGMENTS`) draw
+    /// `EINVAL` from the kernel, which is taken as a refusal: GSO is turned
+    /// off for the socket and the data goes out in batches.
+    ///
     /// # Cancel safety
     ///
     /// Not cancel safe on the fallback path: if dropped between batches,
