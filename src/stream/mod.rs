@@ -105,7 +105,9 @@ impl TcpStream {
     /// # Errors
     ///
     /// The kernel's errno: `ECONNREFUSED`, `ENETUNREACH`, `ETIMEDOUT`, ...
-    /// `EINPROGRESS` never escapes.
+    /// `EINPROGRESS` never escapes. A name that does not resolve gives the
+    /// resolver's error; one that resolves to no address, `InvalidInput`
+    /// (errno `EINVAL`). Of several addresses, the last error is returned.
     ///
     /// # Cancel safety
     ///
