@@ -362,6 +362,26 @@ impl Core {
         }
     }
 
+    /// [`try_io`](Core::try_io) for receives: after `SHUT_RD`, "nothing
+    /// queued" is end of data (`eof`), as in the async forms, whether or not
+    /// the reactor thought the fd readable.
+    pub(crate) fn try_recv_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce(&Socket) -> io::Result<R>,
+        eof: impl FnOnce() -> io::Result<R>,
+    ) -> Result<R> {
+        match self.try_io(interest, f) {
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && self.read_shut.load(Ordering::Relaxed) =>
+            {
+                eof().map_err(Error::from)
+            }
+            r => r,
+        }
+    }
+
     pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> Result<()> {
         self.sock().shutdown(how)?;
         if matches!(how, std::net::Shutdown::Read | std::net::Shutdown::Both) {

@@ -1015,19 +1015,30 @@ async fn send_gso_falls_back_when_the_kernel_refuses_gso() {
     let b_addr = b.local_addr().unwrap();
     let to = Some(b_addr);
 
-    // The kernel refuses a GSO send of more segments than UDP_MAX_SEGMENTS
-    // (64, or 128 on newer kernels) with EINVAL. Check that it really does
-    // here, with a plain std socket.
-    {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let seg: u16 = 100;
-        let rc = gso_probe(&probe, &vec![0u8; 200 * 100], seg, b_addr);
-        println!("GSO probe of 200 x 100 B on this kernel: {rc:?}");
-        assert!(
-            matches!(rc, Err(ref e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EIO))),
-            "the kernel did not refuse 200 GSO segments: {rc:?}"
-        );
-    }
+    // A real refusal: with SO_NO_CHECK set, Linux refuses every GSO send
+    // (EINVAL in udp_send_skb). The option is outside hostsock's table, so
+    // the test sets it through the raw layer on a duplicate of the fd, under
+    // Policy::allow_all (unknown options pass through).
+    let raw = hostsock::raw::RawSocket::from_fd(
+        std::os::fd::AsFd::as_fd(&a).try_clone_to_owned().unwrap(),
+        std::sync::Arc::new(Policy::allow_all()),
+    )
+    .unwrap();
+    raw.setsockopt(libc::SOL_SOCKET, libc::SO_NO_CHECK, &1i32.to_ne_bytes())
+        .unwrap();
+    let refused = a
+        .send_msg(
+            &[std::io::IoSlice::new(&[0u8; 300])],
+            to,
+            &[Cmsg::UdpSegment(100)],
+            hostsock::msg::SendFlags::EMPTY,
+        )
+        .await;
+    assert_eq!(
+        refused.map_err(|e| e.errno()),
+        Err(libc::EINVAL),
+        "SO_NO_CHECK makes this kernel refuse GSO"
+    );
     assert_nothing_queued(&b, "after the refused probe").await;
 
     assert!(a.gso_enabled(), "GSO starts on");
@@ -1050,9 +1061,11 @@ async fn send_gso_falls_back_when_the_kernel_refuses_gso() {
     assert!(joined == data, "the segments rebuild the data");
     assert_nothing_queued(&b, "after the fallback").await;
 
-    // Once off, GSO stays off: a send the kernel would take as one GSO
-    // packet now goes out as separate datagrams, which a GRO receiver gets
-    // one by one.
+    // Once off, GSO stays off: with SO_NO_CHECK cleared, a send the kernel
+    // would now take as one GSO packet still goes out as separate
+    // datagrams, which a GRO receiver gets one by one.
+    raw.setsockopt(libc::SOL_SOCKET, libc::SO_NO_CHECK, &0i32.to_ne_bytes())
+        .unwrap();
     if gro_on(&c, "send_gso_falls_back_when_the_kernel_refuses_gso") {
         let data = gso_data(8 * 1200, 1200);
         let to_c = Some(c.local_addr().unwrap());
@@ -1066,28 +1079,6 @@ async fn send_gso_falls_back_when_the_kernel_refuses_gso() {
             assert!(g.data[..] == data[i * 1200..(i + 1) * 1200], "segment {i}");
         }
     }
-}
-
-/// One `sendmsg` with a `UDP_SEGMENT` control message through the std
-/// socket, made with socket2's safe `sendmsg` (no `unsafe` here).
-fn gso_probe(
-    sock: &std::net::UdpSocket,
-    data: &[u8],
-    segment: u16,
-    to: SocketAddr,
-) -> std::io::Result<usize> {
-    let mut control = hostsock::cmsg::CmsgBuf::<64>::new();
-    control
-        .push(&Cmsg::UdpSegment(segment))
-        .map_err(std::io::Error::from)?;
-    let sock = socket2::SockRef::from(sock);
-    let addr = socket2::SockAddr::from(to);
-    let bufs = [std::io::IoSlice::new(data)];
-    let msg = socket2::MsgHdr::new()
-        .with_addr(&addr)
-        .with_buffers(&bufs)
-        .with_control(control.as_bytes());
-    sock.sendmsg(&msg, 0)
 }
 
 // ------------------------------------------------- policy: control buffer

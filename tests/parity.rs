@@ -131,3 +131,66 @@ async fn quickack_round_trips() {
     client.set_quickack(true).unwrap();
     assert!(client.quickack().unwrap());
 }
+
+#[tokio::test]
+async fn after_shut_rd_every_udp_receive_form_gives_end_of_data() {
+    use std::net::Shutdown;
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(peer.local_addr().unwrap()).await.unwrap();
+    sock.shutdown_with(Shutdown::Read).unwrap();
+    let p = peer.local_addr().unwrap();
+    let mut buf = [0u8; 8];
+    // The usual "wait for readable, then try" loop ends at once.
+    for _ in 0..3 {
+        tokio::time::timeout(LIMIT, sock.readable())
+            .await
+            .expect("readable after SHUT_RD")
+            .unwrap();
+        assert_eq!(sock.try_recv(&mut buf).unwrap(), 0);
+    }
+    assert_eq!(sock.try_recv_from(&mut buf).unwrap(), (0, p));
+    assert_eq!(sock.try_peek_from(&mut buf).unwrap(), (0, p));
+    let mut v = Vec::with_capacity(8);
+    assert_eq!(sock.try_recv_buf(&mut v).unwrap(), 0);
+    assert_eq!(sock.try_recv_buf_from(&mut v).unwrap(), (0, p));
+    assert_eq!(sock.recv(&mut buf).await.unwrap(), 0);
+    let mut rb = tokio::io::ReadBuf::new(&mut buf);
+    tokio::time::timeout(LIMIT, poll_fn(|cx| sock.poll_recv(cx, &mut rb)))
+        .await
+        .expect("poll_recv ends")
+        .unwrap();
+    assert_eq!(rb.filled().len(), 0);
+    let mut rb = tokio::io::ReadBuf::new(&mut buf);
+    let from = tokio::time::timeout(LIMIT, poll_fn(|cx| sock.poll_recv_from(cx, &mut rb)))
+        .await
+        .expect("poll_recv_from ends")
+        .unwrap();
+    assert_eq!(from, p);
+}
+
+#[tokio::test]
+async fn send_gso_with_more_segments_than_one_send_takes_keeps_gso_on() {
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    b.set(hostsock::opts::RecvBuffer, 1 << 20).unwrap();
+    let data: Vec<u8> = (0..200u32).flat_map(|i| [(i % 251) as u8; 100]).collect();
+    let sent = a
+        .send_gso(&data, 100, Some(b.local_addr().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(sent, data.len());
+    assert!(a.gso_enabled(), "a long send must not turn GSO off");
+    let mut buf = [0u8; 200];
+    for i in 0..200u32 {
+        let n = tokio::time::timeout(LIMIT, b.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 100);
+        assert!(
+            buf[..n].iter().all(|&x| x == (i % 251) as u8),
+            "segment {i} in order"
+        );
+    }
+}

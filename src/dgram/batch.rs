@@ -25,6 +25,10 @@ use crate::sys::{self, SendEntry};
 /// the next call).
 pub const MAX_BATCH: usize = sys::MAX_BATCH;
 
+/// The most segments one GSO send carries (`UDP_MAX_SEGMENTS` is 64 on
+/// every Linux since GSO came, larger on some recent ones).
+const GSO_MAX_SEGMENTS: usize = 64;
+
 /// Control bytes per datagram of a batch send (PKTINFO and TOS fit).
 const BATCH_CONTROL: usize = 64;
 
@@ -459,14 +463,15 @@ impl UdpSocket {
     /// where an error after the first batch loses the count of bytes already
     /// sent.
     ///
-    /// More segments than Linux cuts in one send (`UDP_MAX_SEGMENTS`) draw
-    /// `EINVAL` from the kernel, which is taken as a refusal: GSO is turned
-    /// off for the socket and the data goes out in batches.
+    /// More than 64 segments go out as several GSO sends of at most 64
+    /// (what every Linux with GSO cuts in one send); an error after the
+    /// first of them loses the count of bytes already sent.
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe on the fallback path: if dropped between batches,
-    /// the first segments were sent and the rest were not.
+    /// Cancel safe for up to 64 segments on the GSO path (one send). Not
+    /// cancel safe beyond that or on the fallback path: if dropped between
+    /// sends, the first segments were sent and the rest were not.
     pub async fn send_gso(
         &self,
         data: &[u8],
@@ -476,23 +481,37 @@ impl UdpSocket {
         if segment == 0 {
             return Err(Error::Io(io::Error::from_raw_os_error(libc::EINVAL)));
         }
-        if !self.gso_off.load(Ordering::Relaxed) && data.len() > usize::from(segment) {
-            let sent = self
-                .send_msg(
-                    &[IoSlice::new(data)],
-                    to,
-                    &[Cmsg::UdpSegment(segment)],
-                    SendFlags::EMPTY,
-                )
-                .await;
-            match sent {
-                Err(e)
-                    if matches!(e.errno(), libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
-                        && !e.is_denied() =>
-                {
-                    self.gso_off.store(true, Ordering::Relaxed);
+        let seg = usize::from(segment);
+        if !self.gso_off.load(Ordering::Relaxed) && data.len() > seg {
+            // At most GSO_MAX_SEGMENTS segments per send: every kernel since
+            // GSO came cuts that many, so an EINVAL here is a refusal of GSO,
+            // not of the count.
+            let mut sent = 0;
+            for piece in data.chunks(seg.saturating_mul(GSO_MAX_SEGMENTS)) {
+                let cmsg = [Cmsg::UdpSegment(segment)];
+                // A piece of one segment or less is a plain datagram.
+                let cmsgs: &[Cmsg<'_>] = if piece.len() > seg { &cmsg } else { &[] };
+                let r = self
+                    .send_msg(&[IoSlice::new(piece)], to, cmsgs, SendFlags::EMPTY)
+                    .await;
+                match r {
+                    Ok(n) => sent += n,
+                    Err(e)
+                        if sent == 0
+                            && matches!(
+                                e.errno(),
+                                libc::EIO | libc::EINVAL | libc::ENOPROTOOPT
+                            )
+                            && !e.is_denied() =>
+                    {
+                        self.gso_off.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 }
-                other => return other,
+            }
+            if !self.gso_off.load(Ordering::Relaxed) {
+                return Ok(sent);
             }
         }
         let mut sent = 0;

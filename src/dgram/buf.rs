@@ -141,10 +141,15 @@ impl UdpSocket {
     ///
     /// `WouldBlock` (errno `EAGAIN`) when nothing is queued.
     pub fn try_recv_buf_from<B: BufMut>(&self, buf: &mut B) -> Result<(usize, SocketAddr)> {
-        self.core().try_io(RECV_INTEREST, |s| {
-            let (n, from) = sys::recv_into_buf_mut(s, buf, 0)?;
-            Ok((n, source(from)?))
-        })
+        let core = self.core();
+        core.try_recv_io(
+            RECV_INTEREST,
+            |s| {
+                let (n, from) = sys::recv_into_buf_mut(s, buf, 0)?;
+                Ok((n, source(from)?))
+            },
+            || Ok((0, core.peer_addr().map_err(io::Error::from)?)),
+        )
     }
 
     /// Reads the next datagram from the connected peer without taking it

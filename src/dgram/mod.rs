@@ -472,7 +472,8 @@ impl UdpSocket {
     /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; a pending error
     /// (`ECONNREFUSED`, ...) otherwise.
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<usize> {
-        self.core.try_io(RECV_INTEREST, |s| sys::recv(s, buf, 0))
+        self.core
+            .try_recv_io(RECV_INTEREST, |s| sys::recv(s, buf, 0), || Ok(0))
     }
 
     /// Polls to receive a datagram into `buf`.
@@ -500,7 +501,8 @@ impl UdpSocket {
     /// a denial back. No timeout applies: a poll function keeps no timer.
     /// Making the duplicate fd can fail with the OS's errno (`EMFILE`, ...).
     pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.poll_recv_io(cx, |s| sys::recv_buf(s, buf, 0))
+        let core = &self.core;
+        self.poll_recv_io(cx, |s| core.eof_if_shut(sys::recv_buf(s, buf, 0), || 0))
             .map_ok(drop)
     }
 
@@ -591,8 +593,11 @@ impl UdpSocket {
     /// }
     /// ```
     pub fn try_recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
-        self.core
-            .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, 0))
+        self.core.try_recv_io(
+            RECV_INTEREST,
+            |s| recv_from_inet(s, buf, 0),
+            || Ok((0, self.core.peer_addr().map_err(io::Error::from)?)),
+        )
     }
 
     /// Polls to receive a datagram and its source; like
@@ -609,9 +614,12 @@ impl UdpSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<SocketAddr>> {
+        let core = &self.core;
         self.poll_recv_io(cx, |s| {
-            let (_, from) = sys::recv_from_buf(s, buf, 0)?;
-            crate::core::to_inet(from).map_err(io::Error::from)
+            match core.eof_if_shut(sys::recv_from_buf(s, buf, 0).map(Some), || None)? {
+                Some((_, from)) => crate::core::to_inet(from).map_err(io::Error::from),
+                None => core.peer_addr().map_err(io::Error::from),
+            }
         })
     }
 
@@ -674,8 +682,11 @@ impl UdpSocket {
     /// `WouldBlock` (errno `EAGAIN`) when nothing is queued; a pending error
     /// (`ECONNREFUSED`, ...) otherwise.
     pub fn try_peek_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
-        self.core
-            .try_io(RECV_INTEREST, |s| recv_from_inet(s, buf, libc::MSG_PEEK))
+        self.core.try_recv_io(
+            RECV_INTEREST,
+            |s| recv_from_inet(s, buf, libc::MSG_PEEK),
+            || Ok((0, self.core.peer_addr().map_err(io::Error::from)?)),
+        )
     }
 
     /// Polls to peek at the next datagram; like
@@ -692,9 +703,14 @@ impl UdpSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<SocketAddr>> {
+        let core = &self.core;
         self.poll_recv_io(cx, |s| {
-            let (_, from) = sys::recv_from_buf(s, buf, libc::MSG_PEEK)?;
-            crate::core::to_inet(from).map_err(io::Error::from)
+            match core.eof_if_shut(sys::recv_from_buf(s, buf, libc::MSG_PEEK).map(Some), || {
+                None
+            })? {
+                Some((_, from)) => crate::core::to_inet(from).map_err(io::Error::from),
+                None => core.peer_addr().map_err(io::Error::from),
+            }
         })
     }
 
