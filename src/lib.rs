@@ -34,7 +34,7 @@
 //!
 //! - `tracing` (off by default): every policy denial is a `WARN` event
 //!   (target `hostsock::policy`, with the fd, operation, rule and errno), and
-//!   every error a waiting send, receive or accept ends with (an expired
+//!   every error a waiting send, receive, accept or connect ends with (an expired
 //!   timeout or deadline too) a `DEBUG` event (target `hostsock::io`), so an
 //!   embedder sees them in its existing logs.
 //!

@@ -1,7 +1,9 @@
 //! Events for an embedder's logs, with the optional `tracing` feature:
-//! every policy denial (`WARN`, target `hostsock::policy`) and every error
-//! an async operation ends with (`DEBUG`, target `hostsock::io`; expired
-//! deadlines included, `WouldBlock` never). Without the feature these are
+//! every policy denial (`WARN`, target `hostsock::policy`), and the error
+//! each waiting send, receive, accept and connect of the typed layer ends
+//! with (`DEBUG`, target `hostsock::io`; expired deadlines included,
+//! `WouldBlock` never; the one-try `DONTWAIT`/`try_` forms and the raw
+//! layer's errno answers are not logged). Without the feature these are
 //! empty and compile away.
 
 use std::os::fd::RawFd;

@@ -80,7 +80,20 @@ async fn denials_and_failures_become_events() {
     let timed_out = sock.recv(&mut [0u8; 4]).await.unwrap_err();
     assert!(timed_out.is_timeout());
 
+    let refused =
+        hostsock::TcpStream::connect(std::net::SocketAddr::from(([127, 0, 0, 1], refused_port())))
+            .await
+            .unwrap_err();
+    assert_eq!(refused.errno(), libc::ECONNREFUSED);
+
     let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(t, l, m, e)| t == "hostsock::io"
+            && *l == Level::DEBUG
+            && m.contains("Connect")
+            && *e == Some(i64::from(libc::ECONNREFUSED))),
+        "no connect event in {seen:?}"
+    );
     let denial = seen
         .iter()
         .find(|(t, ..)| t == "hostsock::policy")
@@ -94,4 +107,10 @@ async fn denials_and_failures_become_events() {
         .unwrap_or_else(|| panic!("no io event in {seen:?}"));
     assert_eq!(failure.1, Level::DEBUG);
     assert_eq!(failure.3, Some(i64::from(libc::EAGAIN)));
+}
+
+/// A loopback port nothing listens on: one just bound and released.
+fn refused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }

@@ -41,7 +41,11 @@ pub(crate) async fn connect_then_register(
         {
             true
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            let e = e.into();
+            crate::trace::failed(sock.as_raw_fd(), Op::Connect, &e);
+            return Err(e);
+        }
     };
     let core = Core::registered(sock, policy, kind)?;
     if let Some(t) = timeouts {
@@ -49,7 +53,11 @@ pub(crate) async fn connect_then_register(
     }
     if pending {
         let at = core.timeouts().deadline(Dir::Write, call_deadline);
-        deadline::run(at, Op::Connect, finish_connect(&core, bytes.as_bytes())).await?;
+        let r = deadline::run(at, Op::Connect, finish_connect(&core, bytes.as_bytes())).await;
+        if let Err(e) = r {
+            crate::trace::failed(core.raw_fd(), Op::Connect, &e);
+            return Err(e);
+        }
     }
     Ok(core)
 }
