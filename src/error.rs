@@ -92,6 +92,13 @@ pub enum Asked {
         /// The address.
         addr: SocketAddr,
     },
+    /// Message flags (`send`/`recv` families), as the caller gave them.
+    Flags {
+        /// The flags asked for.
+        flags: i32,
+        /// The ones outside the policy's mask.
+        refused: i32,
+    },
     /// A socket kind.
     SocketKind {
         /// The family (`AF_INET`, ...).
@@ -111,6 +118,12 @@ impl fmt::Display for Asked {
                 None => write!(f, "option ({level}, {name})"),
             },
             Asked::Address { usage, addr } => write!(f, "{addr} for {usage:?}"),
+            Asked::Flags { flags, refused } => {
+                write!(
+                    f,
+                    "message flags {flags:#x} ({refused:#x} outside the mask)"
+                )
+            }
             Asked::SocketKind {
                 domain,
                 ty,
@@ -148,6 +161,8 @@ pub enum Rule {
     DefaultVerdict,
     /// The socket kind is not allowed.
     KindNotAllowed,
+    /// Message flags outside the policy's send or receive mask.
+    FlagsNotAllowed,
 }
 
 impl fmt::Display for Rule {
@@ -160,6 +175,7 @@ impl fmt::Display for Rule {
             Rule::Address { index, rule } => write!(f, "address rule #{index} ({rule})"),
             Rule::DefaultVerdict => f.write_str("the default address verdict"),
             Rule::KindNotAllowed => f.write_str("the allowed socket kinds"),
+            Rule::FlagsNotAllowed => f.write_str("the message flag masks"),
         }
     }
 }

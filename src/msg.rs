@@ -158,12 +158,28 @@ impl<'c> RecvMeta<'c> {
     }
 }
 
-/// Flags outside the policy's mask are `EINVAL`, before anything else.
-pub(crate) fn check_flags(flags: i32, allowed: i32) -> Result<()> {
-    if flags & !allowed != 0 {
-        return Err(Error::Io(io::Error::from_raw_os_error(libc::EINVAL)));
+/// Flags outside the policy's mask are `EINVAL`, before anything else;
+/// the audit hook sees the refusal.
+pub(crate) fn check_flags(
+    policy: &crate::Policy,
+    fd: std::os::fd::RawFd,
+    op: Op,
+    flags: i32,
+    allowed: i32,
+) -> std::result::Result<(), crate::error::Denial> {
+    let refused = flags & !allowed;
+    if refused == 0 {
+        return Ok(());
     }
-    Ok(())
+    Err(policy.deny(
+        fd,
+        crate::error::Denial {
+            op,
+            asked: crate::error::Asked::Flags { flags, refused },
+            rule: crate::error::Rule::FlagsNotAllowed,
+            errno: libc::EINVAL,
+        },
+    ))
 }
 
 /// Checks and encodes typed send control messages: only send types, in
@@ -236,7 +252,14 @@ impl Outgoing {
         cmsgs: &[Cmsg<'_>],
         flags: SendFlags,
     ) -> Result<()> {
-        check_flags(flags.bits(), core.policy().send_flags())?;
+        let policy = core.policy();
+        check_flags(
+            policy,
+            core.raw_fd(),
+            Op::Send,
+            flags.bits(),
+            policy.send_flags(),
+        )?;
         if let Some(a) = to {
             core.policy()
                 .check_addr(core.raw_fd(), Op::Send, AddrUse::SendTo, a)?;
@@ -287,7 +310,13 @@ pub(crate) async fn recv_msg<'c>(
     deadline: Option<Instant>,
 ) -> Result<RecvMeta<'c>> {
     let f = flags.bits();
-    check_flags(f, core.policy().recv_flags())?;
+    check_flags(
+        core.policy(),
+        core.raw_fd(),
+        Op::Recv,
+        f,
+        core.policy().recv_flags(),
+    )?;
     // `DONTWAIT` (and `ERRQUEUE`) is one try whatever else is asked: with
     // `WAITALL` Linux then returns what is there.
     let one_try = f & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0;
@@ -438,8 +467,15 @@ pub(crate) fn poll_recv_msg<'c>(
     control: &'c mut [u8],
     flags: RecvFlags,
 ) -> Poll<io::Result<RecvMeta<'c>>> {
-    if let Err(e) = check_flags(flags.bits(), core.policy().recv_flags()) {
-        return Poll::Ready(Err(e.into()));
+    let policy = core.policy();
+    if let Err(e) = check_flags(
+        policy,
+        core.raw_fd(),
+        Op::Recv,
+        flags.bits(),
+        policy.recv_flags(),
+    ) {
+        return Poll::Ready(Err(Error::from(e).into()));
     }
     let host_flags = flags.bits() & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
     let mut name = [0u8; 128];
