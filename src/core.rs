@@ -18,6 +18,25 @@ use crate::deadline::{self, Dir, Timeouts};
 use crate::error::{Error, Op, Result};
 use crate::policy::{Policy, SocketKind};
 
+/// Checks the implicit bind a connect or send makes on a socket with no
+/// local address yet: as `bind` of the unspecified address `any` (port 0,
+/// the kernel picks). Only a rule that matches it explicitly (a deny of
+/// `0.0.0.0/0` for `Bind`, say) refuses it; the default verdict does not,
+/// since the caller named no address (a default-deny policy that allows a
+/// connect would otherwise refuse every connect from an unbound socket).
+pub(crate) fn check_implicit_bind(
+    policy: &Policy,
+    fd: RawFd,
+    op: Op,
+    any: SocketAddr,
+) -> std::result::Result<(), crate::error::Denial> {
+    use crate::policy::{AddrUse, Verdict};
+    match policy.addr_verdict(AddrUse::Bind, any) {
+        (Verdict::Deny, Some(_)) => policy.check_addr(fd, op, AddrUse::Bind, any),
+        _ => Ok(()),
+    }
+}
+
 /// Spends one unit of tokio's cooperative budget, yielding when it is used
 /// up: operations that complete without waiting (see [`Core::try_ready`])
 /// still let the other tasks of the runtime run, as tokio's own waits do.

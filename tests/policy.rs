@@ -1415,3 +1415,45 @@ async fn allow_all_passes_everything_but_the_never_list() {
         Err(Errno::ENOPROTOOPT)
     );
 }
+
+#[tokio::test]
+async fn the_implicit_bind_of_a_typed_connect_goes_through_the_bind_rules() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let to = listener.local_addr().unwrap();
+    let (policy, log) = audited(Policy::builder().addr_rule(AddrRule::new(
+        Verdict::Deny,
+        std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED).into(),
+        &[AddrUse::Bind],
+    )));
+    // An unbound socket: connect would bind it to 0.0.0.0, an ephemeral port.
+    let err = hostsock::TcpSocket::new_v4()
+        .unwrap()
+        .with_policy(policy.clone())
+        .unwrap()
+        .connect(to)
+        .await
+        .unwrap_err();
+    let d = denial(&err);
+    assert_eq!(d.errno, libc::EACCES);
+    assert!(
+        matches!(
+            d.asked,
+            Asked::Address {
+                usage: AddrUse::Bind,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(events(&log).len(), 1);
+    assert_nothing_accepted(&listener).await;
+    // Bound first to an address the rule does not cover: the connect goes.
+    let sock = hostsock::TcpSocket::new_v4()
+        .unwrap()
+        .with_policy(policy)
+        .unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stream = within(2, sock.connect(to)).await.unwrap();
+    assert_eq!(stream.peer_addr().unwrap(), to);
+    assert_eq!(events(&log).len(), 1);
+}

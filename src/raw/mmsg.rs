@@ -9,7 +9,7 @@ use tokio::io::Interest;
 use tokio::time::Instant;
 
 use super::msg::{MAX_GUEST_CONTROL, SendError};
-use super::sockaddr::{self, Parsed};
+use super::sockaddr;
 use super::{Errno, RawSocket, errno};
 use crate::RecvSlot;
 use crate::cmsg::{CmsgBuf, parse_guest_send};
@@ -47,9 +47,14 @@ impl RawSocket {
     /// This method is cancel safe: if it is dropped before it completes,
     /// nothing was sent.
     pub async fn sendmmsg(&self, msgs: &[RawTransmit<'_>], flags: i32) -> Result<usize, SendError> {
-        if flags & !self.policy().send_flags() != 0 {
-            return Err(Errno::EINVAL.into());
-        }
+        crate::msg::check_flags(
+            self.policy(),
+            self.host_fd(),
+            Op::Send,
+            flags,
+            self.policy().send_flags(),
+        )
+        .map_err(|d| Errno::new(d.errno))?;
         let core = self.core()?;
         let n = msgs.len().min(MAX_BATCH);
         let mut controls: [CmsgBuf<CONTROL>; MAX_BATCH] = std::array::from_fn(|_| CmsgBuf::new());
@@ -67,13 +72,7 @@ impl RawSocket {
                     )
                     .map_err(|d| Errno::new(d.errno))
             })?;
-            if !m.to.is_empty() {
-                if let Parsed::Inet(a) = sockaddr::parse(m.to, false)? {
-                    self.policy()
-                        .check_addr(core.raw_fd(), Op::Send, AddrUse::SendTo, a)
-                        .map_err(|d| Errno::new(d.errno))?;
-                }
-            }
+            self.check_send_to(&core, m.to, flags)?;
         }
         let entries: [SendEntry<'_>; MAX_BATCH] = std::array::from_fn(|i| SendEntry {
             iov: IoSlice::new(msgs.get(i).map_or(&[][..], |m| m.data)),
@@ -89,6 +88,10 @@ impl RawSocket {
                 .await
                 .map_err(errno)
         };
+        if r.is_ok() {
+            // A send from an unbound socket bound it.
+            self.mark_bound();
+        }
         r.map_err(|e| SendError {
             errno: e,
             raise_sigpipe: e == Errno::EPIPE && flags & libc::MSG_NOSIGNAL == 0,
@@ -114,7 +117,9 @@ impl RawSocket {
         timeout: Option<Duration>,
     ) -> Result<usize, Errno> {
         let allowed = self.policy().recv_flags() | libc::MSG_WAITFORONE;
-        if flags & !allowed != 0 || flags & libc::MSG_WAITALL != 0 {
+        crate::msg::check_flags(self.policy(), self.host_fd(), Op::Recv, flags, allowed)
+            .map_err(|d| Errno::new(d.errno))?;
+        if flags & libc::MSG_WAITALL != 0 {
             return Err(Errno::EINVAL);
         }
         let core = self.core()?;

@@ -62,7 +62,7 @@ mod msg;
 mod sockaddr;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use socket2::Socket;
@@ -105,7 +105,15 @@ pub struct RawSocket {
     /// The guest's view of `O_NONBLOCK` (the host fd is always
     /// non-blocking).
     nonblocking: AtomicBool,
+    /// Whether the socket has a local address yet (`BOUND_*`): a connect
+    /// or send from an unbound socket binds it implicitly, which the
+    /// `Bind` rules see.
+    bound: AtomicU8,
 }
+
+const BOUND_UNKNOWN: u8 = 0;
+const BOUND_NO: u8 = 1;
+const BOUND_YES: u8 = 2;
 
 fn errno(e: Error) -> Errno {
     Errno::new(e.errno())
@@ -130,21 +138,39 @@ impl RawSocket {
         ty: i32,
         protocol: i32,
     ) -> Result<RawSocket, Errno> {
+        // Every refusal below is the policy's (only INET TCP and UDP are
+        // served), so the audit hook sees each.
+        let refuse = |errno: i32| -> Errno {
+            let denial = policy.deny(
+                -1,
+                crate::error::Denial {
+                    op: Op::Socket,
+                    asked: crate::error::Asked::SocketKind {
+                        domain,
+                        ty,
+                        protocol,
+                    },
+                    rule: crate::error::Rule::KindNotAllowed,
+                    errno,
+                },
+            );
+            Errno::new(denial.errno)
+        };
         if domain != libc::AF_INET && domain != libc::AF_INET6 {
-            return Err(Errno::EAFNOSUPPORT);
+            return Err(refuse(libc::EAFNOSUPPORT));
         }
         let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
         let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
         if base & !0xf != 0 {
-            return Err(Errno::EINVAL);
+            return Err(refuse(libc::EINVAL));
         }
         let want = match base {
             libc::SOCK_STREAM => libc::IPPROTO_TCP,
             libc::SOCK_DGRAM => libc::IPPROTO_UDP,
-            _ => return Err(Errno::ESOCKTNOSUPPORT),
+            _ => return Err(refuse(libc::ESOCKTNOSUPPORT)),
         };
         if protocol != 0 && protocol != want {
-            return Err(Errno::EPROTONOSUPPORT);
+            return Err(refuse(libc::EPROTONOSUPPORT));
         }
         let kind = policy
             .check_kind(-1, domain, base, want)
@@ -155,7 +181,9 @@ impl RawSocket {
             Some(want.into()),
         )?;
         let core = Core::registered(sock, policy, kind).map_err(errno)?;
-        Ok(RawSocket::from_core(core, flags & libc::SOCK_NONBLOCK != 0))
+        let raw = RawSocket::from_core(core, flags & libc::SOCK_NONBLOCK != 0);
+        raw.bound.store(BOUND_NO, Ordering::Relaxed);
+        Ok(raw)
     }
 
     /// Adopts a host socket obtained elsewhere (for example taken from a
@@ -183,7 +211,70 @@ impl RawSocket {
             slot: Mutex::new(Some(Arc::new(core))),
             orphan: Mutex::new(None),
             nonblocking: AtomicBool::new(nonblocking),
+            bound: AtomicU8::new(BOUND_UNKNOWN),
         }
+    }
+
+    /// Checks the implicit bind a connect or send makes on a socket with no
+    /// local address yet (see [`crate::core::check_implicit_bind`]). Nothing
+    /// to do (no syscall) once the socket is known to be bound.
+    fn check_implicit_bind(&self, core: &Core, op: Op) -> Result<(), Errno> {
+        match self.bound.load(Ordering::Relaxed) {
+            BOUND_YES => return Ok(()),
+            BOUND_UNKNOWN => {
+                let bound = core.local_addr().is_ok_and(|a| a.port() != 0);
+                if bound {
+                    self.bound.store(BOUND_YES, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        let any = match self.kind {
+            SocketKind::TcpV6 | SocketKind::UdpV6 => {
+                std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+            }
+            _ => std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        };
+        crate::core::check_implicit_bind(&self.policy, self.fd, op, any)
+            .map_err(|d| Errno::new(d.errno))
+    }
+
+    /// Records that the socket now has a local address.
+    pub(super) fn mark_bound(&self) {
+        self.bound.store(BOUND_YES, Ordering::Relaxed);
+    }
+
+    /// Checks a send's destination (sendto, sendmsg, sendmmsg) the way the
+    /// kernel will read it: on an IPv4 UDP socket `AF_UNSPEC` carries an
+    /// INET address (`udp_sendmsg` reads it as one); on IPv6 it means "no
+    /// address"; on TCP the address only matters with `MSG_FASTOPEN`,
+    /// which connects (checked against the `Connect` rules too). Then the
+    /// implicit bind of an unbound socket.
+    pub(super) fn check_send_to(&self, core: &Core, to: &[u8], flags: i32) -> Result<(), Errno> {
+        let tcp = is_tcp(self.kind);
+        if !to.is_empty() {
+            let parsed = match sockaddr::parse(to, false)? {
+                Parsed::Unspec if self.kind == SocketKind::UdpV4 => sockaddr::parse(to, true)?,
+                p => p,
+            };
+            if let Parsed::Inet(a) = parsed {
+                let policy = &self.policy;
+                policy
+                    .check_addr(core.raw_fd(), Op::Send, AddrUse::SendTo, a)
+                    .map_err(|d| Errno::new(d.errno))?;
+                if tcp && flags & libc::MSG_FASTOPEN != 0 {
+                    policy
+                        .check_addr(core.raw_fd(), Op::Connect, AddrUse::Connect, a)
+                        .map_err(|d| Errno::new(d.errno))?;
+                }
+            }
+        }
+        // A TCP send binds nothing, except a fast-open connect.
+        if !tcp || (flags & libc::MSG_FASTOPEN != 0 && !to.is_empty()) {
+            self.check_implicit_bind(core, Op::Send)?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Core>>> {
@@ -273,7 +364,9 @@ impl RawSocket {
     pub fn bind(&self, addr: &[u8]) -> Result<(), Errno> {
         self.check_addr(Op::Bind, AddrUse::Bind, addr, true)?;
         let core = self.core()?;
-        Ok(sys::bind_bytes(core.sock(), sockaddr::host_bytes(addr))?)
+        sys::bind_bytes(core.sock(), sockaddr::host_bytes(addr))?;
+        self.mark_bound();
+        Ok(())
     }
 
     /// `listen(2)`; the backlog is passed through (the host clamps it).
@@ -314,9 +407,16 @@ impl RawSocket {
         deadline: Option<Instant>,
     ) -> Result<(), Errno> {
         self.check_addr(Op::Connect, AddrUse::Connect, addr, false)?;
-        let first = sys::connect_bytes(&*self.core()?, sockaddr::host_bytes(addr));
+        let core = self.core()?;
+        // AF_UNSPEC (dissolving an association) binds nothing.
+        if sockaddr::parse(addr, false)? != Parsed::Unspec {
+            self.check_implicit_bind(&core, Op::Connect)?;
+        }
+        let first = sys::connect_bytes(&*core, sockaddr::host_bytes(addr));
+        drop(core);
         let code = match first {
             Ok(()) => {
+                self.mark_bound();
                 self.renew();
                 return Ok(());
             }
@@ -324,6 +424,8 @@ impl RawSocket {
         };
         let pending = code == Errno::EINPROGRESS || code == Errno::EALREADY;
         if pending {
+            // The kernel bound the socket when the attempt began.
+            self.mark_bound();
             self.renew();
         }
         if nonblocking || !pending {
@@ -381,10 +483,9 @@ impl RawSocket {
         };
         let child = Core::registered(sock, policy.clone(), self.kind).map_err(errno)?;
         core.pass_timeouts_to(&child).map_err(errno)?;
-        Ok((
-            RawSocket::from_core(child, flags & libc::SOCK_NONBLOCK != 0),
-            sockaddr::encode(peer),
-        ))
+        let child = RawSocket::from_core(child, flags & libc::SOCK_NONBLOCK != 0);
+        child.mark_bound();
+        Ok((child, sockaddr::encode(peer)))
     }
 
     /// `shutdown(2)`. `how` other than `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR` is

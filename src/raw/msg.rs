@@ -18,7 +18,7 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::time::Instant;
 
-use super::sockaddr::{self, Parsed, SockaddrBytes};
+use super::sockaddr::{self, SockaddrBytes};
 use super::{Errno, RawSocket, errno, is_tcp};
 use crate::cmsg::{CmsgBuf, filter_received, parse_guest_send};
 use crate::core::Core;
@@ -164,9 +164,14 @@ impl RawSocket {
         control_len: usize,
         deadline: Option<Instant>,
     ) -> Result<RawRecv, Errno> {
-        if flags & !self.policy().recv_flags() != 0 {
-            return Err(Errno::EINVAL);
-        }
+        crate::msg::check_flags(
+            self.policy(),
+            self.host_fd(),
+            Op::Recv,
+            flags,
+            self.policy().recv_flags(),
+        )
+        .map_err(|d| Errno::new(d.errno))?;
         if bufs.len() > MAX_IOVECS {
             return Err(Errno::EMSGSIZE);
         }
@@ -296,9 +301,14 @@ impl RawSocket {
         flags: i32,
         deadline: Option<Instant>,
     ) -> Result<usize, SendError> {
-        if flags & !self.policy().send_flags() != 0 {
-            return Err(Errno::EINVAL.into());
-        }
+        crate::msg::check_flags(
+            self.policy(),
+            self.host_fd(),
+            Op::Send,
+            flags,
+            self.policy().send_flags(),
+        )
+        .map_err(|d| Errno::new(d.errno))?;
         if bufs.len() > MAX_IOVECS {
             return Err(Errno::EMSGSIZE.into());
         }
@@ -310,13 +320,7 @@ impl RawSocket {
         parse_guest_send(control, &mut cbuf, |ip| {
             self.check_local_source(&core, SocketAddr::new(ip, 0))
         })?;
-        if !to.is_empty() {
-            if let Parsed::Inet(a) = sockaddr::parse(to, false)? {
-                self.policy()
-                    .check_addr(core.raw_fd(), Op::Send, AddrUse::SendTo, a)
-                    .map_err(|d| Errno::new(d.errno))?;
-            }
-        }
+        self.check_send_to(&core, to, flags)?;
         let to = sockaddr::host_bytes(to);
         let host_flags = flags & !libc::MSG_DONTWAIT;
         let send = |s: &Socket| sys::sendmsg(s, bufs, to, cbuf.as_bytes(), host_flags);
@@ -327,6 +331,10 @@ impl RawSocket {
                 .await
                 .map_err(errno)
         };
+        if r.is_ok() {
+            // A send from an unbound socket bound it.
+            self.mark_bound();
+        }
         r.map_err(|e| SendError {
             errno: e,
             raise_sigpipe: e == Errno::EPIPE && flags & libc::MSG_NOSIGNAL == 0,
