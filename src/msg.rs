@@ -160,6 +160,7 @@ impl<'c> RecvMeta<'c> {
 
 /// Flags outside the policy's mask are `EINVAL`, before anything else;
 /// the audit hook sees the refusal.
+#[inline]
 pub(crate) fn check_flags(
     policy: &crate::Policy,
     fd: std::os::fd::RawFd,
@@ -167,11 +168,22 @@ pub(crate) fn check_flags(
     flags: i32,
     allowed: i32,
 ) -> std::result::Result<(), crate::error::Denial> {
-    let refused = flags & !allowed;
-    if refused == 0 {
+    if flags & !allowed == 0 {
         return Ok(());
     }
-    Err(policy.deny(
+    Err(refuse_flags(policy, fd, op, flags, allowed))
+}
+
+#[cold]
+fn refuse_flags(
+    policy: &crate::Policy,
+    fd: std::os::fd::RawFd,
+    op: Op,
+    flags: i32,
+    allowed: i32,
+) -> crate::error::Denial {
+    let refused = flags & !allowed;
+    policy.deny(
         fd,
         crate::error::Denial {
             op,
@@ -179,7 +191,7 @@ pub(crate) fn check_flags(
             rule: crate::error::Rule::FlagsNotAllowed,
             errno: libc::EINVAL,
         },
-    ))
+    )
 }
 
 /// Checks and encodes typed send control messages: only send types, in

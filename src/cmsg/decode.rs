@@ -214,6 +214,11 @@ pub(crate) fn filter_received(buf: &mut [u8], len: usize, keep_unknown: bool) ->
         // Nothing to drop (a malformed tail is the decoder's to stop at).
         return (len, false);
     }
+    // The common case: every message well-formed and listed. One pass over
+    // the headers, nothing moved.
+    if all_known(buf.get(..len).unwrap_or_default()) {
+        return (len, false);
+    }
     let (mut read, mut write, mut dropped) = (0usize, 0usize, false);
     loop {
         let entry = buf
@@ -244,6 +249,41 @@ pub(crate) fn filter_received(buf: &mut [u8], len: usize, keep_unknown: bool) ->
         read = next;
     }
     (write, dropped)
+}
+
+/// Are all the messages in `buf` whole, well-formed and listed? A tail
+/// shorter than a header is allowed (the walk ends there, as in
+/// [`entry_at`]).
+fn all_known(buf: &[u8]) -> bool {
+    let mut pos = 0usize;
+    while let Some(h) = buf
+        .get(pos..)
+        .and_then(|rest| rest.first_chunk::<HEADER_LEN>())
+    {
+        let (len, rest) = h.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+        let Ok(cmsg_len) = usize::try_from(u64::from_ne_bytes(*len)) else {
+            return false;
+        };
+        let (level, ty) = match rest.first_chunk::<8>() {
+            Some(lt) => (
+                i32::from_ne_bytes([lt[0], lt[1], lt[2], lt[3]]),
+                i32::from_ne_bytes([lt[4], lt[5], lt[6], lt[7]]),
+            ),
+            None => return false,
+        };
+        if cmsg_len < HEADER_LEN || !super::is_known_receive(level, ty) {
+            return false;
+        }
+        match pos.checked_add(cmsg_len) {
+            Some(end) if end <= buf.len() => {}
+            _ => return false,
+        }
+        match pos.checked_add(align(cmsg_len)) {
+            Some(next) => pos = next,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Reads a guest's send control messages (hostile bytes) into typed ones,
