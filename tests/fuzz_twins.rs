@@ -15,6 +15,25 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 
+/// Runs `check` on `data`, aborting the whole test process (with the input
+/// printed) if it has not returned within 60 s: a hang found by a twin must
+/// fail CI, not stall it.
+fn bounded(check: fn(&[u8]), data: &[u8]) {
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let input = data.to_vec();
+    let watchdog = std::thread::spawn(move || {
+        if wait.recv_timeout(std::time::Duration::from_secs(60))
+            == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        {
+            eprintln!("a real-socket check still running after 60 s; input: {input:?}");
+            std::process::abort();
+        }
+    });
+    check(data);
+    drop(done);
+    watchdog.join().expect("watchdog");
+}
+
 /// Runs `check` on every file of `fuzz/corpus/<target>/` (the seeds that
 /// are checked in, and whatever a local fuzzing run added). Returns how
 /// many inputs ran.
@@ -31,7 +50,7 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
     files.truncate(2000);
     for f in &files {
         let data = std::fs::read(f).expect("corpus file");
-        check(&data);
+        bounded(check, &data);
     }
     assert!(!files.is_empty(), "no corpus in {}", dir.display());
     files.len()
@@ -130,7 +149,7 @@ proptest! {
 
     #[test]
     fn sockaddr_bytes_never_pass_a_deny_all_policy(b in sockaddr_bytes()) {
-        checks::check_sockaddr_sockets(&b);
+        bounded(checks::check_sockaddr_sockets, &b);
     }
 
     #[test]
@@ -138,22 +157,22 @@ proptest! {
         let mut data = vec![split];
         data.extend((0..split).map(|i| i.wrapping_mul(37)));
         data.extend(ctl);
-        checks::check_cmsg_send(&data);
+        bounded(checks::check_cmsg_send, &data);
     }
 
     #[test]
     fn sockopt_arguments(b in bytes(200)) {
-        checks::check_sockopt(&b);
+        bounded(checks::check_sockopt, &b);
     }
 
     #[test]
     fn flags_outside_the_masks_are_refused(b in bytes(64)) {
-        checks::check_flags(&b);
+        bounded(checks::check_flags, &b);
     }
 
     #[test]
     fn operation_sequences(b in bytes(600)) {
-        checks::check_opseq(&b);
+        bounded(checks::check_opseq, &b);
     }
 }
 
@@ -223,4 +242,62 @@ fn corpus_pure_decoders() {
             checks::check_cmsg_recv(d);
         });
     println!("{n} inputs");
+}
+
+/// Found by `opseq` (fork mode, a job stuck at 92% CPU; minimised by hand
+/// to `fuzz/regressions/opseq-shut-rd-recv-spin`: socket(AF_INET,
+/// SOCK_DGRAM), shutdown(SHUT_RD), recvmsg with a 20 ms deadline).
+/// `shutdown(SHUT_RD)` on an unconnected UDP socket answers `ENOTCONN`, but
+/// Linux still sets `RCV_SHUTDOWN` (inet_shutdown wakes pollers "even on
+/// unconnected UDP sockets"): poll says readable for good, a non-blocking
+/// recv gives `EAGAIN`, and a waiting `RawSocket::recvmsg` spins inside one
+/// poll of the runtime at 100% CPU; its deadline, and any tokio timeout
+/// around it, never fire. Linux's blocking recv returns 0 at once here
+/// (what a Python `recvfrom` shows: `(b'', None)`).
+#[test]
+fn regression_opseq_recv_after_refused_shut_rd_spins() {
+    use std::io::IoSliceMut;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use hostsock::Policy;
+    use hostsock::raw::{Errno, RawSocket};
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A thread of its own: if the receive spins, it spins there, and the
+    // bounded wait below reports it.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let got = rt.block_on(async {
+            let s = RawSocket::new(
+                Arc::new(Policy::default()),
+                libc::AF_INET,
+                libc::SOCK_DGRAM,
+                0,
+            )
+            .unwrap();
+            let shut = s.shutdown(libc::SHUT_RD);
+            let mut b = [0u8; 64];
+            let nonblocking = s
+                .recvmsg(&mut [IoSliceMut::new(&mut b)], libc::MSG_DONTWAIT, false, 0)
+                .await
+                .map(|r| r.len);
+            let at = tokio::time::Instant::now() + Duration::from_millis(20);
+            let blocking = s
+                .recvmsg_deadline(&mut [IoSliceMut::new(&mut b)], 0, true, 64, Some(at))
+                .await
+                .map(|r| r.len);
+            (shut, nonblocking, blocking)
+        });
+        let _ = tx.send(got);
+    });
+    let (shut, nonblocking, blocking) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a recvmsg with a 20 ms deadline was still running after 10 s");
+    assert_eq!(shut, Err(Errno::ENOTCONN));
+    assert_eq!(nonblocking, Err(Errno::EAGAIN));
+    assert_eq!(blocking, Ok(0), "Linux's blocking recv returns 0 at once");
 }
