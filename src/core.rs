@@ -402,11 +402,19 @@ impl Core {
     }
 
     pub(crate) fn shutdown(&self, how: std::net::Shutdown) -> Result<()> {
-        self.sock().shutdown(how)?;
-        if matches!(how, std::net::Shutdown::Read | std::net::Shutdown::Both) {
+        let r = self.sock().shutdown(how);
+        let read = matches!(how, std::net::Shutdown::Read | std::net::Shutdown::Both);
+        // Linux sets the shutdown bits even when it answers ENOTCONN (an
+        // unconnected datagram socket: inet_shutdown wakes pollers anyway):
+        // the socket then polls readable for good while a receive gives
+        // EAGAIN, and a blocking receive returns 0. Mark it too, or a waiting
+        // receive would spin.
+        let shut_anyway = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+            && matches!(self.kind, SocketKind::UdpV4 | SocketKind::UdpV6);
+        if read && (r.is_ok() || shut_anyway) {
             self.mark_read_shut();
         }
-        Ok(())
+        Ok(r?)
     }
 
     pub(crate) fn local_addr(&self) -> Result<SocketAddr> {

@@ -126,10 +126,17 @@ impl RawSocket {
         let keep = self.policy().keeps_unknown_cmsgs();
         let host_flags = flags & !(libc::MSG_DONTWAIT | libc::MSG_WAITFORONE);
         let control_max = self.policy().control_max();
+        let no_wait = self.nonblocking() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0;
         let once = |s: &Socket, slots: &mut [RecvSlot<'_>]| -> std::io::Result<usize> {
             let got = sys::recvmmsg(s, slots, host_flags, control_max);
             // After SHUT_RD, Linux's blocking recvmmsg fills every slot with
-            // an empty message (one with MSG_WAITFORONE).
+            // an empty message (one with MSG_WAITFORONE); a non-blocking one
+            // gives EAGAIN.
+            if no_wait {
+                let got = got?;
+                finish_slots(slots.get_mut(..got).unwrap_or_default(), keep);
+                return Ok(got);
+            }
             let got = core.eof_if_shut(got, || {
                 let n = if flags & libc::MSG_WAITFORONE != 0 {
                     1
@@ -144,7 +151,7 @@ impl RawSocket {
             finish_slots(slots.get_mut(..got).unwrap_or_default(), keep);
             Ok(got)
         };
-        if self.nonblocking() || flags & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0 {
+        if no_wait {
             return core
                 .try_io_now(|s| once(s, slots))
                 .map_err(|e| Errno::from_io(&e));

@@ -187,11 +187,18 @@ impl RawSocket {
         let waitall = waitall && !peek_waitall;
         let mut got = RawRecv::empty();
         let mut name = [0u8; 128];
+        // After SHUT_RD a receive that would wait returns 0 (Linux's
+        // blocking receive); one that may not wait gives EAGAIN, as Linux's
+        // non-blocking one does.
         let mut once = |s: &Socket, bufs: &mut [IoSliceMut<'_>], got: &mut RawRecv| {
             let addr = if want_addr { Some(&mut name) } else { None };
             let control = got.control.get_mut(..cap).unwrap_or_default();
             let out = sys::recvmsg(s, bufs, addr, control, host_flags);
-            core.eof_if_shut(out, || sys::MsgOut::EOF)
+            if no_wait {
+                out
+            } else {
+                core.eof_if_shut(out, || sys::MsgOut::EOF)
+            }
         };
         let out = if no_wait {
             core.try_io_now(|s| once(s, bufs, &mut got))?
