@@ -15,6 +15,8 @@
 //! | a TCP connection | [`TcpStream`], split into [`ReadHalf`]/[`WriteHalf`] or [`OwnedReadHalf`]/[`OwnedWriteHalf`] |
 //! | set options before connect or listen | [`TcpSocket`] |
 //! | datagrams | [`UdpSocket`] |
+//! | datagrams as a `Stream`/`Sink` (peer, destination, TOS per item) | [`Datagrams`], [`Datagram`] |
+//! | receive into `bytes::BufMut` without zeroing | [`UdpSocket::recv_buf_from`], [`TcpStream::try_read_buf`] |
 //! | many datagrams per syscall, GSO/GRO | [`UdpSocket::send_batch`], [`UdpSocket::recv_batch`], [`UdpSocket::send_gso`] |
 //! | messages with flags and control messages | [`msg`], [`cmsg`] (`send_msg`/`recv_msg` on [`UdpSocket`] and [`TcpStream`]) |
 //! | socket options, typed | [`opts`] (`sock.set(opts::TcpNoDelay, true)`) |
@@ -22,6 +24,13 @@
 //! | a guest's socket calls, as integers and bytes | [`raw::RawSocket`] |
 //! | one socket per core | [`per_core`], `bind_reuseport` |
 //! | errors, with a Linux errno each | [`Error`] |
+//! | from and to `std::net`, `tokio::net`, `socket2`, `OwnedFd` | `TryFrom`/`From` on each type, [`TcpStream::from_fd_with_policy`] and friends |
+//!
+//! The typed layer (the types above) speaks Rust: `SocketAddr`, typed
+//! options and control messages, [`Error`]. The raw layer ([`raw`]) speaks
+//! Linux: integers and the guest's own bytes in, the host kernel's answer
+//! or the policy's errno out, for sandbox runtimes. Both check every call
+//! against the socket's [`Policy`] before it reaches the kernel.
 //!
 //! A program that uses the common subset of `tokio::net` compiles against
 //! `hostsock` by changing its `use` lines only. Async and `try_` methods
