@@ -65,6 +65,14 @@ impl<const N: usize> CmsgBuf<N> {
     }
 
     /// Appends one message. `ENOBUFS` if it does not fit.
+    ///
+    /// # Errors
+    ///
+    /// `ENOBUFS` if the message (header, payload and padding:
+    /// `CMSG_SPACE` of the payload) does not fit in the room left; the
+    /// messages already written are then unchanged. Nothing else is
+    /// checked: a typed message is encoded as the kernel lays it out, and
+    /// an [`Unknown`](Cmsg::Unknown) one's bytes are copied as they are.
     pub fn push(&mut self, m: &Cmsg<'_>) -> Result<(), Errno> {
         let mut payload = [0u8; 64];
         let data: &[u8] = match m {
@@ -79,6 +87,12 @@ impl<const N: usize> CmsgBuf<N> {
     }
 
     /// Appends one message from its parts. `ENOBUFS` if it does not fit.
+    ///
+    /// # Errors
+    ///
+    /// `ENOBUFS` if `CMSG_SPACE(data.len())` bytes do not fit in the room
+    /// left; the messages already written are then unchanged. `level`,
+    /// `ty` and `data` are not checked.
     pub fn push_raw(&mut self, level: i32, ty: i32, data: &[u8]) -> Result<(), Errno> {
         let need = space(data.len());
         let end = self.len.checked_add(need).ok_or(Errno::ENOBUFS)?;

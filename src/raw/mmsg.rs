@@ -42,6 +42,31 @@ impl RawSocket {
     /// Returns how many were sent; like Linux, an error after the first
     /// message is not reported (the count is).
     ///
+    /// # Errors
+    ///
+    /// Refused before anything is sent (a refusal of any of the first 64
+    /// messages refuses the call):
+    ///
+    /// * `EINVAL` for `flags` outside the policy's send mask (the audit
+    ///   hook sees it);
+    /// * `EBADF` if an earlier renewal of the registration failed;
+    /// * `ENOBUFS` for a message's control buffer over
+    ///   [`MAX_GUEST_CONTROL`], or control
+    ///   messages that, written anew, do not fit 128 bytes (per message;
+    ///   [`sendmsg`](RawSocket::sendmsg) allows 1024);
+    /// * as for [`sendmsg`](RawSocket::sendmsg), per message: `EINVAL` for
+    ///   a malformed, unsent or out-of-range control message, `EACCES` for
+    ///   a denied PKTINFO source, `EINVAL` for a malformed destination,
+    ///   `ECONNREFUSED` for a denied one, `EACCES` for a denied implicit
+    ///   bind.
+    ///
+    /// From the facade: `EAGAIN` when a blocking call's wait for room
+    /// outlasts `SO_SNDTIMEO`. Everything else is the host kernel's errno
+    /// for the first message, unchanged (`EPIPE` with
+    /// [`SendError::raise_sigpipe`] set when the guest did not pass
+    /// `MSG_NOSIGNAL`); once a message is sent, the count is returned
+    /// instead.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: if it is dropped before it completes,
@@ -105,6 +130,19 @@ impl RawSocket {
     /// (checked after each message arrives, as Linux checks it) ends the
     /// call early. The receive timeout bounds each wait; an expiry with
     /// messages already received returns them.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for `flags` outside the policy's receive mask and
+    /// `MSG_WAITFORONE` (the audit hook sees it), and for `MSG_WAITALL`
+    /// (refused here without asking the policy; the audit hook sees
+    /// nothing). `EBADF` if an earlier renewal of the registration failed.
+    /// From the facade: `EAGAIN` when a blocking call's wait for the first
+    /// message outlasts `SO_RCVTIMEO` (`timeout` never gives an error).
+    /// Everything else is the host kernel's errno, unchanged (`EAGAIN` when
+    /// the call may not wait and nothing is queued, a pending ICMP error,
+    /// ...); once a message is received, a later error or timeout returns
+    /// the count instead.
     ///
     /// # Cancel safety
     ///

@@ -314,6 +314,12 @@ impl RawSocket {
 
     /// `socketpair(2)` for INET families: `EOPNOTSUPP`, as Linux answers
     /// (only `AF_UNIX` has socket pairs).
+    ///
+    /// # Errors
+    ///
+    /// Always `EOPNOTSUPP`, whatever the arguments: nothing is checked, the
+    /// policy is not asked (the audit hook sees nothing) and the host is
+    /// not called.
     pub fn socketpair(
         _policy: Arc<Policy>,
         _domain: i32,
@@ -361,6 +367,55 @@ impl RawSocket {
 
     /// `bind(2)`. The address is checked against the `Bind` rules
     /// (`EACCES` when denied).
+    ///
+    /// # Errors
+    ///
+    /// Refused before the host is called:
+    ///
+    /// * `EINVAL` for an address longer than 128 bytes or shorter than its
+    ///   2-byte family field (as Linux's `move_addr_to_kernel`);
+    /// * `EACCES` when the `Bind` rules deny the address (an `AF_UNSPEC`
+    ///   address is checked as the `AF_INET` one `inet_bind` reads it as);
+    ///   the audit hook sees the denial.
+    ///
+    /// `EBADF` if an earlier renewal of the registration failed (see
+    /// [`RawSocket`]). Everything else is the host kernel's errno,
+    /// unchanged: `EADDRINUSE`, `EADDRNOTAVAIL`, `EINVAL` for a socket
+    /// already bound or an address too short for its family, `EACCES` for
+    /// a privileged port without the capability (the same errno as the
+    /// policy's; only the audit hook tells them apart), ...
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use std::sync::Arc;
+    ///
+    /// use hostsock::Policy;
+    /// use hostsock::policy::{AddrRule, AddrUse, Cidr, Verdict};
+    /// use hostsock::raw::{Errno, RawSocket, encode_sockaddr};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Errno> {
+    ///     let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    ///     let sock = RawSocket::new(Policy::shared_default(), libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    ///     sock.bind(encode_sockaddr(local).as_bytes())?;
+    ///     let bound = sock.getsockname()?.to_socket_addr().unwrap();
+    ///     assert_eq!(bound.ip(), local.ip());
+    ///     assert_ne!(bound.port(), 0); // the kernel picked a port
+    ///
+    ///     // A second bind: the host's EINVAL (already bound).
+    ///     assert_eq!(sock.bind(encode_sockaddr(local).as_bytes()), Err(Errno::EINVAL));
+    ///
+    ///     // A policy that denies binding loopback: EACCES, and the host never
+    ///     // sees the call.
+    ///     let deny = AddrRule::new(Verdict::Deny, Cidr::new(local.ip(), 8), &[AddrUse::Bind]);
+    ///     let policy = Arc::new(Policy::builder().addr_rule(deny).build());
+    ///     let denied = RawSocket::new(policy, libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    ///     assert_eq!(denied.bind(encode_sockaddr(local).as_bytes()), Err(Errno::EACCES));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn bind(&self, addr: &[u8]) -> Result<(), Errno> {
         self.check_addr(Op::Bind, AddrUse::Bind, addr, true)?;
         let core = self.core()?;
@@ -370,6 +425,15 @@ impl RawSocket {
     }
 
     /// `listen(2)`; the backlog is passed through (the host clamps it).
+    ///
+    /// # Errors
+    ///
+    /// `EBADF` if an earlier renewal of the registration failed. Nothing
+    /// else is checked: everything else is the host kernel's errno,
+    /// unchanged (`EOPNOTSUPP` on a datagram socket, `EINVAL` on a
+    /// connected one, ...). The registration is renewed after the host's
+    /// success; if that renewal fails, this call still returns `Ok` and
+    /// every later call answers `EBADF`.
     pub fn listen(&self, backlog: i32) -> Result<(), Errno> {
         self.core()?.sock().listen(backlog)?;
         self.renew();
@@ -386,6 +450,57 @@ impl RawSocket {
     /// the `Connect` rules (`ECONNREFUSED` when denied); `AF_UNSPEC`
     /// dissolves a datagram socket's association, as in Linux.
     ///
+    /// # Errors
+    ///
+    /// Refused before the host is called (the audit hook sees the last
+    /// two):
+    ///
+    /// * `EINVAL` for an address longer than 128 bytes or shorter than its
+    ///   2-byte family field;
+    /// * `ECONNREFUSED` when the `Connect` rules deny the address (the
+    ///   unspecified address is checked as the loopback address Linux
+    ///   sends it to; `AF_UNSPEC` and other families are not checked);
+    /// * `EACCES` when the socket has no local address yet and a `Bind`
+    ///   rule explicitly denies the unspecified address its implicit bind
+    ///   takes (the default verdict alone never refuses it).
+    ///
+    /// `EBADF` if an earlier renewal of the registration failed. From the
+    /// facade: a blocking call whose wait outlasts `SO_SNDTIMEO` answers
+    /// the errno the call began with, `EINPROGRESS` (or `EALREADY` if an
+    /// attempt was already under way), as Linux's does. Everything else is
+    /// the host kernel's errno, unchanged: a non-blocking call's
+    /// `EINPROGRESS`/`EALREADY`, `EISCONN`, and for a blocking call the
+    /// handshake's outcome (`ECONNREFUSED`, `ETIMEDOUT`, `ENETUNREACH`,
+    /// ...). A host `ECONNREFUSED` is the same errno as the policy's; only
+    /// the audit hook tells them apart.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::Policy;
+    /// use hostsock::raw::{Errno, RawSocket, encode_sockaddr};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Errno> {
+    ///     let policy = Policy::shared_default();
+    ///     let listener = RawSocket::new(policy.clone(), libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    ///     listener.bind(encode_sockaddr("127.0.0.1:0".parse().unwrap()).as_bytes())?;
+    ///     listener.listen(8)?;
+    ///     let addr = listener.getsockname()?;
+    ///
+    ///     let client = RawSocket::new(policy, libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    ///     // Blocking: returns once the handshake is done.
+    ///     client.connect(addr.as_bytes(), false).await?;
+    ///     let (server, peer) = listener.accept(false).await?;
+    ///     assert_eq!(peer.to_socket_addr(), client.getsockname()?.to_socket_addr());
+    ///     assert_eq!(server.getpeername()?.to_socket_addr(), peer.to_socket_addr());
+    ///
+    ///     // Connecting a connected socket: the host's EISCONN.
+    ///     assert_eq!(client.connect(addr.as_bytes(), false).await, Err(Errno::EISCONN));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// Dropping the future abandons the wait; the connection attempt goes
@@ -396,6 +511,11 @@ impl RawSocket {
 
     /// [`connect`](RawSocket::connect) with a deadline for the blocking
     /// wait (the earlier of it and the send timeout applies).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](RawSocket::connect); the deadline passing first gives
+    /// the same `EINPROGRESS` (or `EALREADY`) as the send timeout.
     ///
     /// # Cancel safety
     ///
@@ -444,6 +564,11 @@ impl RawSocket {
 
     /// `accept(2)`; see [`accept4`](RawSocket::accept4).
     ///
+    /// # Errors
+    ///
+    /// As [`accept4`](RawSocket::accept4) with no flags (so never its
+    /// `EINVAL` for flags).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: no connection is taken off the queue
@@ -457,6 +582,22 @@ impl RawSocket {
     /// shape its view of the new socket (other bits: `EINVAL`). A blocking
     /// call waits, bounded by the receive timeout (expiry `EAGAIN`). A peer
     /// the `AcceptPeer` rules refuse is reset and never handed out.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for `flags` bits other than `SOCK_NONBLOCK`/`SOCK_CLOEXEC`
+    /// (checked here as Linux checks them, before the host is called; not
+    /// a policy denial, so the audit hook sees nothing). `EBADF` if an
+    /// earlier renewal of the registration failed. From the facade:
+    /// `EAGAIN` when a blocking call's wait outlasts `SO_RCVTIMEO`.
+    /// Everything else is the host kernel's errno, unchanged: `EAGAIN` for
+    /// a non-blocking call with nothing queued, `EINVAL` on a socket that
+    /// is not listening, `EMFILE`/`ENFILE` (handed to the guest at once:
+    /// the raw layer does not back off as
+    /// [`TcpListener::incoming`](crate::TcpListener::incoming) does), ...
+    /// A peer the `AcceptPeer` rules refuse gives no errno: the call goes
+    /// on to the next connection (waiting, or `EAGAIN` if none is queued
+    /// and the call may not wait).
     ///
     /// # Cancel safety
     ///
@@ -491,6 +632,42 @@ impl RawSocket {
     /// `shutdown(2)`. `how` other than `SHUT_RD`, `SHUT_WR`, `SHUT_RDWR` is
     /// `EINVAL`. After `SHUT_RD`, a blocking receive with nothing queued
     /// returns 0 at once.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for another `how` (checked here as Linux checks it, before
+    /// the host is called; not a policy denial). `EBADF` if an earlier
+    /// renewal of the registration failed. Everything else is the host
+    /// kernel's errno, unchanged: `ENOTCONN` on a socket that is not
+    /// connected (on an unconnected datagram socket `SHUT_RD` still takes
+    /// effect, as in Linux).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::Policy;
+    /// use hostsock::raw::{Errno, RawSocket, encode_sockaddr};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let policy = Policy::shared_default();
+    ///     let listener = RawSocket::new(policy.clone(), libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    ///     listener.bind(encode_sockaddr("127.0.0.1:0".parse()?).as_bytes())?;
+    ///     listener.listen(8)?;
+    ///     let client = RawSocket::new(policy, libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    ///     // Not connected yet: the host's ENOTCONN.
+    ///     assert_eq!(client.shutdown(libc::SHUT_WR), Err(Errno::ENOTCONN));
+    ///     client.connect(listener.getsockname()?.as_bytes(), false).await?;
+    ///     let (server, _) = listener.accept(false).await?;
+    ///
+    ///     // An unknown `how`: EINVAL before the host is called.
+    ///     assert_eq!(client.shutdown(42), Err(Errno::EINVAL));
+    ///     client.shutdown(libc::SHUT_WR)?;
+    ///     let mut buf = [0u8; 8];
+    ///     assert_eq!(server.read(&mut buf).await?, 0); // end of stream
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn shutdown(&self, how: i32) -> Result<(), Errno> {
         let how = match how {
             libc::SHUT_RD => std::net::Shutdown::Read,
@@ -502,6 +679,11 @@ impl RawSocket {
     }
 
     /// `getsockname(2)`: the bytes the host gives.
+    ///
+    /// # Errors
+    ///
+    /// `EBADF` if an earlier renewal of the registration failed; otherwise
+    /// the host kernel's errno, unchanged. Nothing is checked.
     pub fn getsockname(&self) -> Result<SockaddrBytes, Errno> {
         let (buf, len) = sys::sockname(&*self.core()?, false)?;
         Ok(SockaddrBytes::new(buf.get(..len).unwrap_or(&buf)))
@@ -509,6 +691,12 @@ impl RawSocket {
 
     /// `getpeername(2)`: the bytes the host gives (`ENOTCONN` when not
     /// connected).
+    ///
+    /// # Errors
+    ///
+    /// `EBADF` if an earlier renewal of the registration failed; otherwise
+    /// the host kernel's errno, unchanged (`ENOTCONN` when not connected).
+    /// Nothing is checked.
     pub fn getpeername(&self) -> Result<SockaddrBytes, Errno> {
         let (buf, len) = sys::sockname(&*self.core()?, true)?;
         Ok(SockaddrBytes::new(buf.get(..len).unwrap_or(&buf)))
@@ -521,8 +709,30 @@ impl RawSocket {
     ///
     /// # Errors
     ///
-    /// `ENOPROTOOPT` for an option outside the table, turned off by the
-    /// policy, or set-only; the host's errno otherwise.
+    /// `ENOPROTOOPT` for an option outside the table (unless the policy
+    /// passes unknown options through), turned off by the policy, or
+    /// set-only; `EBADF` if an earlier renewal of the registration failed;
+    /// the host's errno otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::Policy;
+    /// use hostsock::raw::{Errno, RawSocket};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Errno> {
+    ///     let sock = RawSocket::new(Policy::shared_default(), libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    ///     // Answered from the socket's record.
+    ///     let mut out = [0u8; 4];
+    ///     assert_eq!(sock.getsockopt(libc::SOL_SOCKET, libc::SO_TYPE, &mut out)?, 4);
+    ///     assert_eq!(i32::from_ne_bytes(out), libc::SOCK_DGRAM);
+    ///     // A set-only option: ENOPROTOOPT, as Linux answers.
+    ///     let err = sock.getsockopt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mut out);
+    ///     assert_eq!(err, Err(Errno::ENOPROTOOPT));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn getsockopt(&self, level: i32, name: i32, out: &mut [u8]) -> Result<usize, Errno> {
         sockopt::get(self.core()?.opt_target(), level, name, out).map_err(|e| Errno::new(e.errno()))
     }
@@ -534,7 +744,37 @@ impl RawSocket {
     /// `EINVAL` for a value shorter than the option or longer than 32 KiB;
     /// `ENOPROTOOPT` for an option turned off or get-only, or outside the
     /// table when the policy rejects unknown options; `EDOM` for a timeout
-    /// with `usec` outside `0..1_000_000`; the host's errno otherwise.
+    /// with `usec` outside `0..1_000_000`; `EBADF` if an earlier renewal of
+    /// the registration failed; the host's errno otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::Policy;
+    /// use hostsock::raw::{Errno, RawSocket};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Errno> {
+    ///     let sock = RawSocket::new(Policy::shared_default(), libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    ///     let (level, name) = (libc::SOL_SOCKET, libc::SO_RCVTIMEO);
+    ///     // A timeout is a whole `timeval` (16 bytes): shorter is EINVAL.
+    ///     assert_eq!(sock.setsockopt(level, name, &[0u8; 8]), Err(Errno::EINVAL));
+    ///     // `usec` of a million or more: EDOM.
+    ///     let tv = [0i64.to_ne_bytes(), 1_000_000i64.to_ne_bytes()].concat();
+    ///     assert_eq!(sock.setsockopt(level, name, &tv), Err(Errno::EDOM));
+    ///     // A get-only option: ENOPROTOOPT.
+    ///     let err = sock.setsockopt(libc::SOL_SOCKET, libc::SO_ERROR, &0i32.to_ne_bytes());
+    ///     assert_eq!(err, Err(Errno::ENOPROTOOPT));
+    ///     // Two seconds: read back as the host keeps it (whole seconds are
+    ///     // exact; the host rounds other values to its clock ticks).
+    ///     let tv = [2i64.to_ne_bytes(), 0i64.to_ne_bytes()].concat();
+    ///     sock.setsockopt(level, name, &tv)?;
+    ///     let mut out = [0u8; 16];
+    ///     assert_eq!(sock.getsockopt(level, name, &mut out)?, 16);
+    ///     assert_eq!(&out[..], &tv[..]);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn setsockopt(&self, level: i32, name: i32, value: &[u8]) -> Result<(), Errno> {
         sockopt::set(self.core()?.opt_target(), level, name, value)
             .map_err(|e| Errno::new(e.errno()))
@@ -542,6 +782,13 @@ impl RawSocket {
 
     /// `ioctl(2)` for `TIOCINQ`/`FIONREAD`, `TIOCOUTQ` and `SIOCATMARK`
     /// (the host's answer); anything else is `ENOTTY`.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTTY` for any other request (before the host is called; not a
+    /// policy denial). `EBADF` if an earlier renewal of the registration
+    /// failed. Everything else is the host kernel's errno, unchanged
+    /// (`EINVAL` for `TIOCINQ` on a listening TCP socket, say).
     pub fn ioctl(&self, request: u64) -> Result<i32, Errno> {
         let request = libc::c_ulong::try_from(request).map_err(|_| Errno::ENOTTY)?;
         Ok(sys::ioctl_int(&*self.core()?, request)?)
@@ -549,12 +796,24 @@ impl RawSocket {
 
     /// The `poll(2)` events of `mask` that hold now (`POLLERR`/`POLLHUP`
     /// are always reported, as poll does).
+    ///
+    /// # Errors
+    ///
+    /// `EBADF` if an earlier renewal of the registration failed; otherwise
+    /// the host's `poll(2)` errno, unchanged. Nothing is checked.
     pub fn poll(&self, mask: i16) -> Result<i16, Errno> {
         Ok(sys::poll_now(&*self.core()?, mask)?)
     }
 
     /// Waits until one of the events in `mask` (or `POLLERR`/`POLLHUP`)
     /// holds and returns them; `EAGAIN` when `deadline` passes first.
+    ///
+    /// # Errors
+    ///
+    /// `EBADF` if an earlier renewal of the registration failed. From the
+    /// facade: `EAGAIN` when `deadline` passes first (the socket's
+    /// `SO_RCVTIMEO`/`SO_SNDTIMEO` do not apply). Otherwise the host's
+    /// `poll(2)` errno (or the reactor's), unchanged.
     ///
     /// # Cancel safety
     ///

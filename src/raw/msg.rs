@@ -136,6 +136,24 @@ impl RawSocket {
     /// stream loops until the buffers are full, end of stream, an error or
     /// the receive timeout (bytes already received are returned).
     ///
+    /// # Errors
+    ///
+    /// Refused before the host is called:
+    ///
+    /// * `EINVAL` for `flags` outside the policy's receive mask (the audit
+    ///   hook sees it);
+    /// * `EMSGSIZE` for more than [`MAX_IOVECS`] buffers;
+    /// * `ENOBUFS` for a `control_len` over [`MAX_GUEST_CONTROL`].
+    ///
+    /// `EBADF` if an earlier renewal of the registration failed. From the
+    /// facade: `EAGAIN` when a blocking receive's wait outlasts
+    /// `SO_RCVTIMEO`. Everything else is the host kernel's errno,
+    /// unchanged: `EAGAIN` when the call may not wait and nothing is queued
+    /// (after `SHUT_RD` too), `ENOTCONN`, `ECONNRESET`, a pending ICMP
+    /// error such as `ECONNREFUSED` on a connected datagram socket, ... A
+    /// `MSG_WAITALL` receive on a stream that already has bytes returns
+    /// them instead of a later error or timeout.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe, except a `MSG_WAITALL` receive that already has bytes.
@@ -152,6 +170,11 @@ impl RawSocket {
 
     /// [`recvmsg`](RawSocket::recvmsg) with a deadline for the blocking
     /// wait (the earlier of it and the receive timeout; expiry `EAGAIN`).
+    ///
+    /// # Errors
+    ///
+    /// As [`recvmsg`](RawSocket::recvmsg); the deadline passing first gives
+    /// the same `EAGAIN` as the receive timeout.
     ///
     /// # Cancel safety
     ///
@@ -271,14 +294,32 @@ impl RawSocket {
     ///
     /// # Errors
     ///
-    /// `EINVAL` for flags outside the mask or a control message that is
-    /// malformed, receive-only or out of range; `EMSGSIZE` for more than
-    /// 1024 buffers; `ENOBUFS` for a control buffer over 10 MiB (or
-    /// messages that do not fit 1024 bytes); `ECONNREFUSED` for a denied
-    /// destination, `EACCES` for a denied PKTINFO source; `EAGAIN` when the
-    /// send timeout runs out; the host's errno otherwise (`EPIPE` with
-    /// [`SendError::raise_sigpipe`] when the guest did not pass
-    /// `MSG_NOSIGNAL`).
+    /// Refused before the host is called, in this order:
+    ///
+    /// * `EINVAL` for `flags` outside the policy's send mask (the audit
+    ///   hook sees it);
+    /// * `EMSGSIZE` for more than [`MAX_IOVECS`] buffers;
+    /// * `ENOBUFS` for a control buffer over [`MAX_GUEST_CONTROL`];
+    /// * `EBADF` if an earlier renewal of the registration failed;
+    /// * `EINVAL` for a control message that is malformed, of a type not
+    ///   sent (receive-only or unknown) or out of range; `EACCES` when the
+    ///   `SourceViaPktinfo` rules deny a PKTINFO source address; `ENOBUFS`
+    ///   if the messages, written anew, do not fit 1024 bytes;
+    /// * `EINVAL` for a non-empty `to` longer than 128 bytes or shorter
+    ///   than its 2-byte family field; `ECONNREFUSED` when the `SendTo`
+    ///   rules deny `to` (checked on every socket kind, TCP too, and the
+    ///   unspecified address as the loopback address Linux sends it to),
+    ///   or with `MSG_FASTOPEN` on TCP when the `Connect` rules deny it;
+    /// * `EACCES` when an unbound datagram socket (or a TCP fast-open
+    ///   connect) would bind implicitly and a `Bind` rule explicitly denies
+    ///   the unspecified address.
+    ///
+    /// From the facade: `EAGAIN` when a blocking send's wait outlasts
+    /// `SO_SNDTIMEO`. Everything else is the host kernel's errno,
+    /// unchanged: `EAGAIN` when the call may not wait and there is no room,
+    /// `EMSGSIZE` for a datagram too large, `EDESTADDRREQ`, `ENOTCONN`,
+    /// `EPIPE` (with [`SendError::raise_sigpipe`] set when the guest did
+    /// not pass `MSG_NOSIGNAL`), ...
     ///
     /// # Cancel safety
     ///
@@ -296,6 +337,11 @@ impl RawSocket {
 
     /// [`sendmsg`](RawSocket::sendmsg) with a deadline for the blocking
     /// wait.
+    ///
+    /// # Errors
+    ///
+    /// As [`sendmsg`](RawSocket::sendmsg); the deadline passing first (the
+    /// earlier of it and `SO_SNDTIMEO` applies) gives the same `EAGAIN`.
     ///
     /// # Cancel safety
     ///
@@ -356,6 +402,13 @@ impl RawSocket {
 
     /// `read(2)`: `recvmsg` with no flags, no address, no control.
     ///
+    /// # Errors
+    ///
+    /// As [`recvmsg`](RawSocket::recvmsg) (with no flags, one buffer and no
+    /// control, none of its checks can refuse): `EBADF` after a failed
+    /// renewal, `EAGAIN` from the facade when `SO_RCVTIMEO` runs out, the
+    /// host kernel's errno otherwise.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -368,6 +421,11 @@ impl RawSocket {
 
     /// `readv(2)`.
     ///
+    /// # Errors
+    ///
+    /// As [`read`](RawSocket::read), plus `EMSGSIZE` for more than
+    /// [`MAX_IOVECS`] buffers.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -377,6 +435,36 @@ impl RawSocket {
 
     /// `recvfrom(2)`: the length and the source address bytes (empty when
     /// `want_addr` is false or on a stream).
+    ///
+    /// # Errors
+    ///
+    /// As [`recvmsg`](RawSocket::recvmsg) with one buffer and no control:
+    /// `EINVAL` for `flags` outside the receive mask, `EBADF` after a failed
+    /// renewal, `EAGAIN` from the facade when `SO_RCVTIMEO` runs out, the
+    /// host kernel's errno otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hostsock::Policy;
+    /// use hostsock::raw::{Errno, RawSocket};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Errno> {
+    ///     let sock = RawSocket::new(Policy::shared_default(), libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    ///     let mut buf = [0u8; 16];
+    ///     // A flag outside the receive mask: the policy's EINVAL.
+    ///     assert_eq!(sock.recvfrom(&mut buf, libc::MSG_MORE, false).await.map(|r| r.0), Err(Errno::EINVAL));
+    ///     // Nothing queued and the call may not wait: the host's EAGAIN.
+    ///     assert_eq!(sock.recvfrom(&mut buf, libc::MSG_DONTWAIT, false).await.map(|r| r.0), Err(Errno::EAGAIN));
+    ///     // A blocking call bounded by SO_RCVTIMEO (a `timeval` of 20 ms):
+    ///     // the facade's EAGAIN when it runs out.
+    ///     let tv = [0i64.to_ne_bytes(), 20_000i64.to_ne_bytes()].concat();
+    ///     sock.setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    ///     assert_eq!(sock.recvfrom(&mut buf, 0, true).await.map(|r| r.0), Err(Errno::EAGAIN));
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -395,6 +483,15 @@ impl RawSocket {
 
     /// `write(2)`: `sendmsg` with no flags, no address, no control.
     ///
+    /// # Errors
+    ///
+    /// As [`sendmsg`](RawSocket::sendmsg) with no flags, one buffer, no
+    /// address and no control: `EBADF` after a failed renewal, `EACCES`
+    /// when an unbound datagram socket's implicit bind is denied, `EAGAIN`
+    /// from the facade when `SO_SNDTIMEO` runs out, the host kernel's errno
+    /// otherwise (`EPIPE` with [`SendError::raise_sigpipe`] set,
+    /// `EDESTADDRREQ` on an unconnected datagram socket, ...).
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -404,6 +501,11 @@ impl RawSocket {
 
     /// `writev(2)`.
     ///
+    /// # Errors
+    ///
+    /// As [`write`](RawSocket::write), plus `EMSGSIZE` for more than
+    /// [`MAX_IOVECS`] buffers.
+    ///
     /// # Cancel safety
     ///
     /// This method is cancel safe.
@@ -412,6 +514,49 @@ impl RawSocket {
     }
 
     /// `sendto(2)` (an empty `to` is `send(2)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`sendmsg`](RawSocket::sendmsg) with one buffer and no control:
+    /// `EINVAL` for `flags` outside the send mask or a malformed `to`,
+    /// `ECONNREFUSED` when the address rules deny `to`, `EACCES` for a
+    /// denied implicit bind, `EBADF` after a failed renewal, `EAGAIN` from
+    /// the facade when `SO_SNDTIMEO` runs out, the host kernel's errno
+    /// otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use hostsock::Policy;
+    /// use hostsock::policy::{AddrRule, AddrUse, Cidr, Verdict};
+    /// use hostsock::raw::{Errno, RawSocket, encode_sockaddr};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     // Sends to port 9 (discard) are denied; everything else is allowed.
+    ///     let rule = AddrRule::new(Verdict::Deny, Cidr::ANY_V4, &[AddrUse::SendTo]).ports(9, 9);
+    ///     let policy = Arc::new(Policy::builder().addr_rule(rule).build());
+    ///     let loopback = encode_sockaddr("127.0.0.1:0".parse()?);
+    ///     let a = RawSocket::new(policy.clone(), libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    ///     let b = RawSocket::new(policy, libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    ///     a.bind(loopback.as_bytes())?;
+    ///     b.bind(loopback.as_bytes())?;
+    ///
+    ///     assert_eq!(b.sendto(b"ping", 0, a.getsockname()?.as_bytes()).await?, 4);
+    ///     let mut buf = [0u8; 16];
+    ///     let (n, from) = a.recvfrom(&mut buf, 0, true).await?;
+    ///     assert_eq!(&buf[..n], b"ping");
+    ///     assert_eq!(from.to_socket_addr(), b.getsockname()?.to_socket_addr());
+    ///
+    ///     // A denied destination: the policy's ECONNREFUSED, nothing sent.
+    ///     let discard = encode_sockaddr("127.0.0.1:9".parse()?);
+    ///     let err = b.sendto(b"x", 0, discard.as_bytes()).await.unwrap_err();
+    ///     assert_eq!(err.errno, Errno::ECONNREFUSED);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Cancel safety
     ///
