@@ -428,10 +428,9 @@ impl RawSocket {
     ///
     /// # Errors
     ///
-    /// `EBADF` if an earlier renewal of the registration failed. Nothing
-    /// else is checked: everything else is the host kernel's errno,
-    /// unchanged (`EOPNOTSUPP` on a datagram socket, `EINVAL` on a
-    /// connected one, ...). The registration is renewed after the host's
+    /// `EBADF` if an earlier renewal of the registration failed.
+    /// Everything else is the host kernel's errno, unchanged (`EOPNOTSUPP`
+    /// on a datagram socket, `EINVAL` on a connected one, ...). The registration is renewed after the host's
     /// success; if that renewal fails, this call still returns `Ok` and
     /// every later call answers `EBADF`.
     pub fn listen(&self, backlog: i32) -> Result<(), Errno> {

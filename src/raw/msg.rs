@@ -307,8 +307,9 @@ impl RawSocket {
     ///   if the messages, written anew, do not fit 1024 bytes;
     /// * `EINVAL` for a non-empty `to` longer than 128 bytes or shorter
     ///   than its 2-byte family field; `ECONNREFUSED` when the `SendTo`
-    ///   rules deny `to` (checked on every socket kind, TCP too, and the
-    ///   unspecified address as the loopback address Linux sends it to),
+    ///   rules deny an INET `to` (checked on every socket kind, TCP too,
+    ///   and the unspecified address as the loopback address Linux sends
+    ///   it to),
     ///   or with `MSG_FASTOPEN` on TCP when the `Connect` rules deny it;
     /// * `EACCES` when an unbound datagram socket (or a TCP fast-open
     ///   connect) would bind implicitly and a `Bind` rule explicitly denies
