@@ -550,6 +550,28 @@ impl TcpSocket {
     /// The kernel's errno for `listen(2)` (`EADDRINUSE` if another socket
     /// listens on the port); outside a Tokio runtime, an error, not a panic.
     pub fn listen(self, backlog: u32) -> Result<TcpListener> {
+        // An unbound socket is bound by listen (to the unspecified address,
+        // an ephemeral port): the `Bind` rules see that.
+        if self
+            .sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_none_or(|a| a.port() == 0)
+        {
+            let any = match self.kind {
+                SocketKind::TcpV6 | SocketKind::UdpV6 => {
+                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+                }
+                _ => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+            };
+            crate::core::check_implicit_bind(
+                &self.policy,
+                self.sock.as_raw_fd(),
+                crate::error::Op::Listen,
+                any,
+            )?;
+        }
         self.sock
             .listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         Ok(TcpListener::from_core(self.register()?))

@@ -1416,3 +1416,74 @@ fn errno_display_debug_name_and_conversions() {
     let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(Errno::EPIPE);
     assert!(boxed.to_string().contains("EPIPE"));
 }
+
+#[tokio::test]
+async fn listen_on_an_unbound_socket_goes_through_the_bind_rules() {
+    use hostsock::policy::{AddrRule, AddrUse, Cidr, Verdict};
+    let policy = Arc::new(
+        Policy::builder()
+            .addr_rule(AddrRule::new(Verdict::Deny, Cidr::ANY_V4, &[AddrUse::Bind]))
+            .build(),
+    );
+    // listen would bind it to 0.0.0.0 and an ephemeral port.
+    let s = RawSocket::new(policy.clone(), libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+    assert_eq!(s.listen(8), Err(Errno::EACCES));
+    assert!(
+        s.getsockname()
+            .unwrap()
+            .to_socket_addr()
+            .is_none_or(|a| a.port() == 0),
+        "the socket was left unbound"
+    );
+    // The typed builder too.
+    let t = hostsock::TcpSocket::new_v4()
+        .unwrap()
+        .with_policy(policy)
+        .unwrap();
+    let err = t.listen(8).unwrap_err();
+    assert_eq!(err.errno(), libc::EACCES);
+    assert!(err.is_denied());
+}
+
+#[tokio::test]
+async fn socketpair_checks_its_arguments_as_linux_does() {
+    let p = || Arc::new(Policy::default());
+    let sp = |d, t, pr| RawSocket::socketpair(p(), d, t, pr).map(drop);
+    assert_eq!(
+        sp(libc::AF_INET, libc::SOCK_STREAM, 0),
+        Err(Errno::EOPNOTSUPP)
+    );
+    assert_eq!(
+        sp(libc::AF_INET6, libc::SOCK_DGRAM, 0),
+        Err(Errno::EOPNOTSUPP)
+    );
+    assert_eq!(sp(libc::AF_INET, 99, 0), Err(Errno::EINVAL));
+    assert_eq!(
+        sp(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_UDP),
+        Err(Errno::EPROTONOSUPPORT)
+    );
+    assert_eq!(sp(12345, libc::SOCK_STREAM, 0), Err(Errno::EAFNOSUPPORT));
+    assert_eq!(
+        sp(libc::AF_INET, libc::SOCK_STREAM | 0x4000_0000, 0),
+        Err(Errno::EINVAL)
+    );
+}
+
+#[tokio::test]
+async fn recvmmsg_takes_msg_waitall_as_linux_does() {
+    let s = RawSocket::new(
+        Arc::new(Policy::default()),
+        libc::AF_INET,
+        libc::SOCK_DGRAM,
+        0,
+    )
+    .unwrap();
+    s.bind(encode_sockaddr("127.0.0.1:0".parse().unwrap()).as_bytes())
+        .unwrap();
+    let mut b = [0u8; 16];
+    let mut slots = [hostsock::RecvSlot::new(&mut b, &mut [])];
+    let r = s
+        .recvmmsg(&mut slots, libc::MSG_WAITALL | libc::MSG_DONTWAIT, None)
+        .await;
+    assert_eq!(r, Err(Errno::EAGAIN), "nothing queued: EAGAIN, not EINVAL");
+}

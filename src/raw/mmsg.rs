@@ -157,9 +157,6 @@ impl RawSocket {
         let allowed = self.policy().recv_flags() | libc::MSG_WAITFORONE;
         crate::msg::check_flags(self.policy(), self.host_fd(), Op::Recv, flags, allowed)
             .map_err(|d| Errno::new(d.errno))?;
-        if flags & libc::MSG_WAITALL != 0 {
-            return Err(Errno::EINVAL);
-        }
         let core = self.core()?;
         let keep = self.policy().keeps_unknown_cmsgs();
         let host_flags = flags & !(libc::MSG_DONTWAIT | libc::MSG_WAITFORONE);

@@ -115,6 +115,28 @@ const BOUND_UNKNOWN: u8 = 0;
 const BOUND_NO: u8 = 1;
 const BOUND_YES: u8 = 2;
 
+/// The checks of `socket(2)`/`socketpair(2)` arguments, in Linux's order,
+/// for the INET TCP and UDP this layer serves: the base type and the
+/// protocol it means, or the errno.
+fn validate_kind(domain: i32, ty: i32, protocol: i32) -> Result<(i32, i32), i32> {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Err(libc::EAFNOSUPPORT);
+    }
+    let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+    if base & !0xf != 0 {
+        return Err(libc::EINVAL);
+    }
+    let want = match base {
+        libc::SOCK_STREAM => libc::IPPROTO_TCP,
+        libc::SOCK_DGRAM => libc::IPPROTO_UDP,
+        _ => return Err(libc::ESOCKTNOSUPPORT),
+    };
+    if protocol != 0 && protocol != want {
+        return Err(libc::EPROTONOSUPPORT);
+    }
+    Ok((base, want))
+}
+
 fn errno(e: Error) -> Errno {
     Errno::new(e.errno())
 }
@@ -156,22 +178,8 @@ impl RawSocket {
             );
             Errno::new(denial.errno)
         };
-        if domain != libc::AF_INET && domain != libc::AF_INET6 {
-            return Err(refuse(libc::EAFNOSUPPORT));
-        }
+        let (base, want) = validate_kind(domain, ty, protocol).map_err(refuse)?;
         let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-        let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-        if base & !0xf != 0 {
-            return Err(refuse(libc::EINVAL));
-        }
-        let want = match base {
-            libc::SOCK_STREAM => libc::IPPROTO_TCP,
-            libc::SOCK_DGRAM => libc::IPPROTO_UDP,
-            _ => return Err(refuse(libc::ESOCKTNOSUPPORT)),
-        };
-        if protocol != 0 && protocol != want {
-            return Err(refuse(libc::EPROTONOSUPPORT));
-        }
         let kind = policy
             .check_kind(-1, domain, base, want)
             .map_err(|d| Errno::new(d.errno))?;
@@ -312,20 +320,25 @@ impl RawSocket {
         };
     }
 
-    /// `socketpair(2)` for INET families: `EOPNOTSUPP`, as Linux answers
-    /// (only `AF_UNIX` has socket pairs).
+    /// `socketpair(2)` for INET families: the arguments are checked as
+    /// Linux checks them, then `EOPNOTSUPP`, as Linux answers (only
+    /// `AF_UNIX` has socket pairs).
     ///
     /// # Errors
     ///
-    /// Always `EOPNOTSUPP`, whatever the arguments: nothing is checked, the
-    /// policy is not asked (the audit hook sees nothing) and the host is
-    /// not called.
+    /// As Linux: `EAFNOSUPPORT` for a family other than `AF_INET`/`AF_INET6`,
+    /// `EINVAL` for unknown bits in `ty`, `ESOCKTNOSUPPORT` for a type other
+    /// than `SOCK_STREAM`/`SOCK_DGRAM`, `EPROTONOSUPPORT` for a protocol
+    /// that does not fit the type, and `EOPNOTSUPP` for a valid INET call.
+    /// The policy is not asked (no socket is made) and the host is not
+    /// called.
     pub fn socketpair(
         _policy: Arc<Policy>,
-        _domain: i32,
-        _ty: i32,
-        _protocol: i32,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
     ) -> Result<(RawSocket, RawSocket), Errno> {
+        validate_kind(domain, ty, protocol).map_err(Errno::new)?;
         Err(Errno::EOPNOTSUPP)
     }
 
@@ -434,7 +447,15 @@ impl RawSocket {
     /// success; if that renewal fails, this call still returns `Ok` and
     /// every later call answers `EBADF`.
     pub fn listen(&self, backlog: i32) -> Result<(), Errno> {
-        self.core()?.sock().listen(backlog)?;
+        let core = self.core()?;
+        // An unbound TCP socket is bound by listen (to the unspecified
+        // address, an ephemeral port): the `Bind` rules see that.
+        if is_tcp(self.kind) {
+            self.check_implicit_bind(&core, Op::Listen)?;
+        }
+        core.sock().listen(backlog)?;
+        drop(core);
+        self.mark_bound();
         self.renew();
         Ok(())
     }
