@@ -902,6 +902,19 @@ pub fn check_sockopt(data: &[u8]) {
 // Message flags
 // ---------------------------------------------------------------------
 
+/// `poll(POLLIN)` now, again after `EINTR` (libFuzzer's `-timeout` alarm
+/// interrupts it; poll(2) is never restarted, and the raw layer passes
+/// `EINTR` through as Linux does).
+fn poll_in(s: &RawSocket) -> i16 {
+    for _ in 0..1000 {
+        match s.poll(libc::POLLIN) {
+            Err(Errno::EINTR) => continue,
+            r => return r.expect("poll") & libc::POLLIN,
+        }
+    }
+    panic!("poll kept failing with EINTR");
+}
+
 /// Target `flags`: with the default masks or narrowed ones
 /// (`message_flags`), a send or receive with a flag outside the policy's
 /// mask is `EINVAL` before the kernel (no datagram leaves; the queued one
@@ -949,7 +962,7 @@ pub fn check_flags(data: &[u8]) {
                             "send {flags:#x}"
                         );
                         assert_eq!(
-                            rx.poll(libc::POLLIN).unwrap() & libc::POLLIN,
+                            poll_in(&rx),
                             0,
                             "a datagram arrived after a refused send with {flags:#x} (step {n})"
                         );
@@ -969,7 +982,7 @@ pub fn check_flags(data: &[u8]) {
                             "mmsg {flags:#x}"
                         );
                         assert_eq!(
-                            rx.poll(libc::POLLIN).unwrap() & libc::POLLIN,
+                            poll_in(&rx),
                             0,
                             "a datagram arrived after a refused send with {flags:#x} (step {n})"
                         );
@@ -980,10 +993,15 @@ pub fn check_flags(data: &[u8]) {
                         .send_to(b"q", rx_addr.to_socket_addr().unwrap())
                         .unwrap();
                     // Loopback delivery is synchronous; poll to be sure.
-                    let ready = rx
-                        .wait(libc::POLLIN, Some(Instant::now() + Duration::from_secs(2)))
-                        .await;
-                    assert!(ready.is_ok_and(|r| r & libc::POLLIN != 0));
+                    let at = Instant::now() + Duration::from_secs(2);
+                    let mut ready = Err(Errno::EINTR);
+                    for _ in 0..1000 {
+                        ready = rx.wait(libc::POLLIN, Some(at)).await;
+                        if ready != Err(Errno::EINTR) {
+                            break;
+                        }
+                    }
+                    assert!(ready.is_ok_and(|r| r & libc::POLLIN != 0), "{ready:?}");
                     let mut b = [0u8; 16];
                     let ctl = usize::from(inp.u8()) * 8;
                     let r = rx
@@ -991,7 +1009,7 @@ pub fn check_flags(data: &[u8]) {
                         .await;
                     if out_of_mask(policy.recv_flags()) {
                         assert_eq!(r.map(|r| r.len), Err(Errno::EINVAL), "recv {flags:#x}");
-                        assert_ne!(rx.poll(libc::POLLIN).unwrap() & libc::POLLIN, 0);
+                        assert_ne!(poll_in(&rx), 0);
                     }
                 }
             }
