@@ -48,7 +48,7 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
     files.sort();
     // A local fuzzing run can leave thousands; a bounded replay (Miri runs
     // about 10^4 times slower: a sample there).
-    files.truncate(if cfg!(miri) { 64 } else { 2000 });
+    files.truncate(if cfg!(miri) { 24 } else { 2000 });
     for f in &files {
         let data = std::fs::read(f).expect("corpus file");
         bounded(check, &data);
