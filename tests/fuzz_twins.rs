@@ -302,3 +302,19 @@ fn regression_opseq_recv_after_refused_shut_rd_spins() {
     assert_eq!(nonblocking, Err(Errno::EAGAIN));
     assert_eq!(blocking, Ok(0), "Linux's blocking recv returns 0 at once");
 }
+
+/// Found by `opseq` in a CI fuzzing run (input in
+/// `fuzz/regressions/opseq-wait-pri-read-shut-spin`): a UDP socket,
+/// `shutdown(SHUT_RD)` twice, then `wait(POLLPRI, 20 ms)`. The reactor's
+/// "read closed" readiness is never cleared, so the wait woke at once, found
+/// no POLLPRI and went round again without yielding: 100% CPU, and the
+/// deadline never fired.
+#[test]
+fn regression_opseq_wait_on_read_shut_socket_spins() {
+    let data = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/opseq-wait-pri-read-shut-spin"),
+    )
+    .expect("the regression input");
+    bounded(checks::check_opseq, &data);
+}

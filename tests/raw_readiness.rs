@@ -145,3 +145,38 @@ async fn idle_typed_client_streams_are_not_readable() {
     }
     assert_eq!(spurious, 0, "idle fresh streams reported readable");
 }
+
+/// Found by the opseq fuzz target: `wait(POLLPRI)` on a socket whose
+/// reactor readiness is "read closed" (which is never cleared) but where
+/// nothing of the mask holds spun at 100% CPU and its deadline never fired.
+#[tokio::test]
+async fn wait_for_an_event_that_does_not_come_on_a_read_shut_socket_ends_at_its_deadline() {
+    let s = RawSocket::new(
+        std::sync::Arc::new(Policy::default()),
+        libc::AF_INET,
+        libc::SOCK_DGRAM,
+        0,
+    )
+    .unwrap();
+    let _ = s.shutdown(libc::SHUT_RD);
+    let cpu0 = cpu_time();
+    let start = tokio::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        s.wait(libc::POLLPRI, Some(start + Duration::from_millis(200))),
+    )
+    .await
+    .expect("the wait ends by its own deadline");
+    let took = start.elapsed();
+    let cpu = cpu_time() - cpu0;
+    println!("wait(POLLPRI) on a read-shut socket: {r:?} after {took:?}, {cpu:?} CPU");
+    assert_eq!(r, Err(Errno::EAGAIN));
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(
+        cpu < Duration::from_millis(100),
+        "the wait burned {cpu:?} of CPU"
+    );
+}

@@ -852,6 +852,12 @@ impl RawSocket {
         let core = self.core()?;
         let core = &*core;
         deadline::run(deadline, Op::Ready, async {
+            // The reactor's "closed" readiness (a read-shut or hung-up
+            // socket) is never cleared: when it is what woke this wait but
+            // none of `mask` holds (say POLLPRI asked on a read-shut
+            // socket), the wait polls with a growing pause instead of
+            // spinning, so that it stays cheap and its deadline fires.
+            let mut pause = std::time::Duration::from_millis(1);
             loop {
                 let revents = sys::poll_now(core.sock(), mask)?;
                 if revents != 0 {
@@ -859,7 +865,16 @@ impl RawSocket {
                 }
                 let mut guard = core.async_fd().ready(interest).await?;
                 if sys::poll_now(core.sock(), mask)? == 0 {
+                    let ready = guard.ready();
+                    let sticky = ready.is_read_closed() || ready.is_write_closed();
                     guard.clear_ready();
+                    drop(guard);
+                    if sticky {
+                        tokio::time::sleep(pause).await;
+                        pause = pause
+                            .saturating_mul(2)
+                            .min(std::time::Duration::from_millis(50));
+                    }
                 }
             }
         })
