@@ -214,6 +214,23 @@ impl Core {
         self.wait_io(interest, dir, op, call_deadline, f).await
     }
 
+    /// A caller's own I/O (`try_io`/`async_io` of the typed sockets): `f`
+    /// each time the fd is ready for `interest`, until it gives something
+    /// other than `WouldBlock`; the write timeout applies to writable
+    /// interest, the read timeout otherwise.
+    pub(crate) async fn user_io<R>(
+        &self,
+        interest: Interest,
+        mut f: impl FnMut() -> io::Result<R>,
+    ) -> Result<R> {
+        let dir = if interest.is_writable() {
+            Dir::Write
+        } else {
+            Dir::Read
+        };
+        self.io(interest, dir, Op::Ready, None, |_| f()).await
+    }
+
     /// Runs `f` once if the reactor already knows the fd is ready for
     /// `interest` (an atomic load; no syscall otherwise): a queued datagram
     /// is taken without building a readiness future. `None`: not ready, or

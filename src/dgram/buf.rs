@@ -342,15 +342,8 @@ impl UdpSocket {
     pub async fn async_io<R>(
         &self,
         interest: Interest,
-        mut f: impl FnMut() -> io::Result<R>,
+        f: impl FnMut() -> io::Result<R>,
     ) -> Result<R> {
-        let dir = if interest.is_writable() {
-            Dir::Write
-        } else {
-            Dir::Read
-        };
-        self.core()
-            .io(interest, dir, Op::Ready, None, |_| f())
-            .await
+        self.core().user_io(interest, f).await
     }
 }

@@ -9,8 +9,7 @@ use bytes::BufMut;
 use tokio::io::Interest;
 
 use super::TcpStream;
-use crate::deadline::Dir;
-use crate::error::{Op, Result};
+use crate::error::Result;
 use crate::{opts, sys};
 
 impl TcpStream {
@@ -139,16 +138,9 @@ impl TcpStream {
     pub async fn async_io<R>(
         &self,
         interest: Interest,
-        mut f: impl FnMut() -> io::Result<R>,
+        f: impl FnMut() -> io::Result<R>,
     ) -> Result<R> {
-        let dir = if interest.is_writable() {
-            Dir::Write
-        } else {
-            Dir::Read
-        };
-        self.core()
-            .io(interest, dir, Op::Ready, None, |_| f())
-            .await
+        self.core().user_io(interest, f).await
     }
 
     /// Sets `TCP_QUICKACK` (acknowledge at once rather than delay; Linux
