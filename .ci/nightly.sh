@@ -47,7 +47,7 @@ fits() {
 }
 
 # ---------------------------------------------------------------- fuzzing
-if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+if [ "${SKIP_FUZZ:-0}" != 1 ] && fits $(( ${#TARGETS[@]} * FUZZ_SECONDS / 60 + 4 )) "fuzzing"; then
     step "cargo-fuzz, ${FUZZ_SECONDS}s per target"
     if ! cargo fuzz --version >/dev/null 2>&1; then
         # Cached in ~/.cargo/bin once installed.
