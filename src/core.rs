@@ -18,23 +18,40 @@ use crate::deadline::{self, Dir, Timeouts};
 use crate::error::{Error, Op, Result};
 use crate::policy::{Policy, SocketKind};
 
-/// Checks the implicit bind a connect or send makes on a socket with no
-/// local address yet: as `bind` of the unspecified address `any` (port 0,
-/// the kernel picks). Only a rule that matches it explicitly (a deny of
-/// `0.0.0.0/0` for `Bind`, say) refuses it; the default verdict does not,
-/// since the caller named no address (a default-deny policy that allows a
-/// connect would otherwise refuse every connect from an unbound socket).
+/// Checks the implicit bind a connect, send or listen makes on a socket
+/// with no local address yet: as `bind` of the unspecified address of the
+/// socket's family, port 0 (the kernel picks). Only a rule that matches it
+/// explicitly (a deny of `0.0.0.0/0` for `Bind`, say) refuses it; the
+/// default verdict does not, since the caller named no address (a
+/// default-deny policy that allows a connect would otherwise refuse every
+/// connect from an unbound socket). `is_bound` is asked only when such a
+/// rule exists, so the common case costs no syscall.
 pub(crate) fn check_implicit_bind(
     policy: &Policy,
     fd: RawFd,
     op: Op,
-    any: SocketAddr,
+    kind: SocketKind,
+    is_bound: impl FnOnce() -> bool,
 ) -> std::result::Result<(), crate::error::Denial> {
     use crate::policy::{AddrUse, Verdict};
+    let any = match kind {
+        SocketKind::TcpV6 | SocketKind::UdpV6 => {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        }
+        _ => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+    };
     match policy.addr_verdict(AddrUse::Bind, any) {
-        (Verdict::Deny, Some(_)) => policy.check_addr(fd, op, AddrUse::Bind, any),
+        (Verdict::Deny, Some(_)) if !is_bound() => policy.check_addr(fd, op, AddrUse::Bind, any),
         _ => Ok(()),
     }
+}
+
+/// Whether a socket has a local address (a port) yet.
+pub(crate) fn has_local_port(sock: &Socket) -> bool {
+    sock.local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .is_some_and(|a| a.port() != 0)
 }
 
 /// Spends one unit of tokio's cooperative budget, yielding when it is used
@@ -43,6 +60,32 @@ pub(crate) fn check_implicit_bind(
 #[inline]
 pub(crate) async fn fair_turn() {
     tokio::task::coop::consume_budget().await;
+}
+
+/// Everything adopting a socket made elsewhere takes before registering:
+/// its kind checked (see [`check_adopted`]), the fd made non-blocking and
+/// close-on-exec, and its host `SO_RCVTIMEO`/`SO_SNDTIMEO` as the timeouts.
+pub(crate) fn prepare_adopted(
+    sock: &Socket,
+    policy: &Policy,
+    expect: Option<i32>,
+) -> Result<(SocketKind, Timeouts)> {
+    let domain = i32::from(sock.domain()?);
+    let ty = i32::from(sock.r#type()?);
+    let protocol = sock.protocol()?.map(i32::from).unwrap_or(0);
+    let kind = check_adopted(policy, sock.as_raw_fd(), (domain, ty, protocol), expect)?;
+    sock.set_nonblocking(true)?;
+    sock.set_cloexec(true)?;
+    let timeouts = Timeouts::default();
+    for (dir, t) in [
+        (Dir::Read, sock.read_timeout()?),
+        (Dir::Write, sock.write_timeout()?),
+    ] {
+        if let Some(t) = t {
+            timeouts.set_wait(dir, deadline::Wait::For(t));
+        }
+    }
+    Ok((kind, timeouts))
 }
 
 /// Checks a socket made elsewhere: its kind against the policy, its
@@ -87,21 +130,9 @@ impl Core {
     /// (`expect`, if given, must match too), makes the fd non-blocking and
     /// close-on-exec whatever it was before, and registers it.
     pub(crate) fn adopt(sock: Socket, policy: Arc<Policy>, expect: Option<i32>) -> Result<Core> {
-        let domain = i32::from(sock.domain()?);
-        let ty = i32::from(sock.r#type()?);
-        let protocol = sock.protocol()?.map(i32::from).unwrap_or(0);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-        let kind = check_adopted(&policy, fd, (domain, ty, protocol), expect)?;
-        sock.set_nonblocking(true)?;
-        sock.set_cloexec(true)?;
-        let read = sock.read_timeout()?;
-        let write = sock.write_timeout()?;
+        let (kind, timeouts) = prepare_adopted(&sock, &policy, expect)?;
         let core = Core::registered(sock, policy, kind)?;
-        for (dir, t) in [(Dir::Read, read), (Dir::Write, write)] {
-            if let Some(t) = t {
-                core.timeouts.set_wait(dir, deadline::Wait::For(t));
-            }
-        }
+        core.timeouts.copy_from(&timeouts);
         Ok(core)
     }
 

@@ -112,26 +112,8 @@ impl TcpSocket {
     /// checked, fd made non-blocking and close-on-exec, host timeouts kept.
     pub(crate) fn from_socket2(sock: Socket) -> Result<TcpSocket> {
         let policy = Policy::shared_default();
-        let domain = i32::from(sock.domain()?);
-        let ty = i32::from(sock.r#type()?);
-        let protocol = sock.protocol()?.map(i32::from).unwrap_or(0);
-        let kind = crate::core::check_adopted(
-            &policy,
-            sock.as_raw_fd(),
-            (domain, ty, protocol),
-            Some(libc::SOCK_STREAM),
-        )?;
-        sock.set_nonblocking(true)?;
-        sock.set_cloexec(true)?;
-        let timeouts = Timeouts::default();
-        for (dir, t) in [
-            (Dir::Read, sock.read_timeout()?),
-            (Dir::Write, sock.write_timeout()?),
-        ] {
-            if let Some(t) = t {
-                timeouts.set_wait(dir, crate::deadline::Wait::For(t));
-            }
-        }
+        let (kind, timeouts) =
+            crate::core::prepare_adopted(&sock, &policy, Some(libc::SOCK_STREAM))?;
         Ok(TcpSocket {
             sock,
             kind,
@@ -552,26 +534,13 @@ impl TcpSocket {
     pub fn listen(self, backlog: u32) -> Result<TcpListener> {
         // An unbound socket is bound by listen (to the unspecified address,
         // an ephemeral port): the `Bind` rules see that.
-        if self
-            .sock
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_none_or(|a| a.port() == 0)
-        {
-            let any = match self.kind {
-                SocketKind::TcpV6 | SocketKind::UdpV6 => {
-                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-                }
-                _ => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
-            };
-            crate::core::check_implicit_bind(
-                &self.policy,
-                self.sock.as_raw_fd(),
-                crate::error::Op::Listen,
-                any,
-            )?;
-        }
+        crate::core::check_implicit_bind(
+            &self.policy,
+            self.sock.as_raw_fd(),
+            crate::error::Op::Listen,
+            self.kind,
+            || crate::core::has_local_port(&self.sock),
+        )?;
         self.sock
             .listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
         Ok(TcpListener::from_core(self.register()?))

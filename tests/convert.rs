@@ -135,8 +135,11 @@ async fn a_kind_the_policy_refuses_is_denied_and_the_fd_closed() {
     assert_eq!(seen.load(Ordering::SeqCst), 1, "the audit hook saw it");
 
     let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let ok = UdpSocket::from_fd_with_policy(v4.into(), policy).unwrap();
-    assert!(Arc::ptr_eq(ok.policy(), ok.policy()));
+    let ok = UdpSocket::from_fd_with_policy(v4.into(), policy.clone()).unwrap();
+    assert!(
+        Arc::ptr_eq(ok.policy(), &policy),
+        "the socket carries the policy given"
+    );
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 }
 

@@ -227,25 +227,20 @@ impl RawSocket {
     /// local address yet (see [`crate::core::check_implicit_bind`]). Nothing
     /// to do (no syscall) once the socket is known to be bound.
     fn check_implicit_bind(&self, core: &Core, op: Op) -> Result<(), Errno> {
-        match self.bound.load(Ordering::Relaxed) {
-            BOUND_YES => return Ok(()),
-            BOUND_UNKNOWN => {
-                let bound = core.local_addr().is_ok_and(|a| a.port() != 0);
-                if bound {
-                    self.bound.store(BOUND_YES, Ordering::Relaxed);
-                    return Ok(());
+        crate::core::check_implicit_bind(&self.policy, self.fd, op, self.kind, || {
+            match self.bound.load(Ordering::Relaxed) {
+                BOUND_YES => true,
+                BOUND_NO => false,
+                _ => {
+                    let bound = crate::core::has_local_port(core.sock());
+                    if bound {
+                        self.bound.store(BOUND_YES, Ordering::Relaxed);
+                    }
+                    bound
                 }
             }
-            _ => {}
-        }
-        let any = match self.kind {
-            SocketKind::TcpV6 | SocketKind::UdpV6 => {
-                std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-            }
-            _ => std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
-        };
-        crate::core::check_implicit_bind(&self.policy, self.fd, op, any)
-            .map_err(|d| Errno::new(d.errno))
+        })
+        .map_err(|d| Errno::new(d.errno))
     }
 
     /// Records that the socket now has a local address.

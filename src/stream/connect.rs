@@ -32,18 +32,9 @@ pub(crate) async fn connect_then_register(
     policy.check_addr(sock.as_raw_fd(), Op::Connect, AddrUse::Connect, addr)?;
     // A socket with no local address yet is bound by the connect (to the
     // unspecified address, an ephemeral port): the `Bind` rules see that.
-    if sock
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .is_none_or(|a| a.port() == 0)
-    {
-        let any = match addr {
-            SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
-            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-        };
-        crate::core::check_implicit_bind(&policy, sock.as_raw_fd(), Op::Connect, any)?;
-    }
+    crate::core::check_implicit_bind(&policy, sock.as_raw_fd(), Op::Connect, kind, || {
+        crate::core::has_local_port(&sock)
+    })?;
     let bytes = crate::raw::encode_sockaddr(addr);
     let pending = match sys::connect_bytes(&sock, bytes.as_bytes()) {
         Ok(()) => false,
