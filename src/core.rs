@@ -148,26 +148,32 @@ impl Core {
         })
     }
 
+    #[inline]
     pub(crate) fn sock(&self) -> &Socket {
         self.fd.get_ref()
     }
 
+    #[inline]
     pub(crate) fn async_fd(&self) -> &AsyncFd<Socket> {
         &self.fd
     }
 
+    #[inline]
     pub(crate) fn policy(&self) -> &Arc<Policy> {
         &self.policy
     }
 
+    #[inline]
     pub(crate) fn kind(&self) -> SocketKind {
         self.kind
     }
 
+    #[inline]
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.sock().as_raw_fd()
     }
 
+    #[inline]
     pub(crate) fn timeouts(&self) -> &Timeouts {
         &self.timeouts
     }

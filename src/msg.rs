@@ -293,20 +293,31 @@ impl Outgoing {
     }
 }
 
+/// The source address bytes of a typed receive: `sizeof(sockaddr_in6)`
+/// holds every address an INET socket reports.
+const NAME_LEN: usize = crate::raw::IN6_LEN;
+
 /// One `recvmsg` (after `SHUT_RD`, a would-block is end of stream): the
 /// source address bytes and what the kernel reported.
+#[inline]
 fn recv_raw(
     core: &Core,
     s: &Socket,
     bufs: &mut [IoSliceMut<'_>],
     control: &mut [u8],
     flags: i32,
-    name: &mut [u8; 128],
+    name: &mut [u8; NAME_LEN],
 ) -> io::Result<sys::MsgOut> {
     let cap = control.len().min(core.policy().control_max());
-    let out = sys::recvmsg(s, bufs, Some(name), &mut control[..cap], flags);
-    core.eof_if_shut(out, || sys::MsgOut::EOF)
+    let control = control.get_mut(..cap).unwrap_or_default();
+    match sys::recvmsg(s, bufs, Some(name), control, flags) {
+        Ok(out) => Ok(out),
+        e => core.eof_if_shut(e, || sys::MsgOut::EOF),
+    }
 }
+
+/// The flags that make a receive more than "wait for one message".
+const SPECIAL_RECV: i32 = libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE | libc::MSG_WAITALL;
 
 /// The whole receive: one try for `DONTWAIT`/`ERRQUEUE`, else waiting on
 /// `interest` until the deadline (or the read timeout); `WAITALL` loops on
@@ -329,6 +340,51 @@ pub(crate) async fn recv_msg<'c>(
         f,
         core.policy().recv_flags(),
     )?;
+    if f & SPECIAL_RECV != 0 {
+        return recv_special(core, interest, stream, bufs, control, f, deadline).await;
+    }
+    // The common case: take what is queued now when the reactor already
+    // knows the socket is readable (the address buffer is not kept in the
+    // future), else wait.
+    crate::core::fair_turn().await;
+    let mut name = [0u8; NAME_LEN];
+    let ready = core.try_ready(interest, Op::Recv, |s| {
+        recv_raw(core, s, bufs, control, f, &mut name)
+    });
+    if let Some(out) = ready {
+        return Ok(finish(core, bufs, control, &name, out?, f));
+    }
+    recv_wait(core, interest, bufs, control, f, deadline).await
+}
+
+/// The waiting part of [`recv_msg`].
+async fn recv_wait<'c>(
+    core: &Core,
+    interest: Interest,
+    bufs: &mut [IoSliceMut<'_>],
+    control: &'c mut [u8],
+    f: i32,
+    deadline: Option<Instant>,
+) -> Result<RecvMeta<'c>> {
+    let mut name = [0u8; NAME_LEN];
+    let out = core
+        .wait_io(interest, Dir::Read, Op::Recv, deadline, |s| {
+            recv_raw(core, s, bufs, control, f, &mut name)
+        })
+        .await?;
+    Ok(finish(core, bufs, control, &name, out, f))
+}
+
+/// [`recv_msg`] with `DONTWAIT`, `ERRQUEUE` or `WAITALL`.
+async fn recv_special<'c>(
+    core: &Core,
+    interest: Interest,
+    stream: bool,
+    bufs: &mut [IoSliceMut<'_>],
+    control: &'c mut [u8],
+    f: i32,
+    deadline: Option<Instant>,
+) -> Result<RecvMeta<'c>> {
     // `DONTWAIT` (and `ERRQUEUE`) is one try whatever else is asked: with
     // `WAITALL` Linux then returns what is there.
     let one_try = f & (libc::MSG_DONTWAIT | libc::MSG_ERRQUEUE) != 0;
@@ -337,7 +393,7 @@ pub(crate) async fn recv_msg<'c>(
         return recv_waitall(core, interest, bufs, control, f, deadline).await;
     }
     let host_flags = f & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
-    let mut name = [0u8; 128];
+    let mut name = [0u8; NAME_LEN];
     let out = if waitall {
         let wanted = bufs.iter().map(|b| b.len()).sum();
         let at = core.timeouts().deadline(Dir::Read, deadline);
@@ -348,34 +404,44 @@ pub(crate) async fn recv_msg<'c>(
     } else if one_try {
         core.try_io_now(|s| recv_raw(core, s, bufs, control, host_flags, &mut name))?
     } else {
+        // `WAITALL` on a datagram socket: one message, as Linux does.
         core.io(interest, Dir::Read, Op::Recv, deadline, |s| {
             recv_raw(core, s, bufs, control, host_flags, &mut name)
         })
         .await?
     };
-    Ok(finish(core, bufs, control, &name, out))
+    Ok(finish(core, bufs, control, &name, out, host_flags))
 }
 
+/// The meta of a received message: the control bytes through the policy's
+/// filter, the length cut to the buffers (the kernel reports a datagram's
+/// full length only when `host_flags` has `MSG_TRUNC`).
+#[inline(always)]
 fn finish<'c>(
     core: &Core,
     bufs: &[IoSliceMut<'_>],
     control: &'c mut [u8],
-    name: &[u8; 128],
+    name: &[u8; NAME_LEN],
     out: sys::MsgOut,
+    host_flags: i32,
 ) -> RecvMeta<'c> {
-    let capacity: usize = bufs.iter().map(|b| b.len()).sum();
+    let len = if host_flags & libc::MSG_TRUNC != 0 {
+        out.len.min(bufs.iter().map(|b| b.len()).sum())
+    } else {
+        out.len
+    };
     let keep = core.policy().keeps_unknown_cmsgs();
     let (kept, dropped) = filter_received(control, out.control_len, keep);
     let mut msg_flags = out.flags;
     if dropped {
         msg_flags |= libc::MSG_CTRUNC;
     }
-    let control: &'c [u8] = &control[..kept];
+    let control: &'c [u8] = control.get(..kept).unwrap_or_default();
     RecvMeta {
-        len: out.len.min(capacity),
+        len,
         full_len: out.len,
         flags: MsgFlags(msg_flags),
-        addr: crate::raw::inet_addr(&name[..out.addr_len.min(128)]),
+        addr: crate::raw::received_addr(name, out.addr_len),
         control,
         keep_unknown: keep,
     }
@@ -395,8 +461,8 @@ async fn recv_waitall<'c>(
     let at = core.timeouts().deadline(Dir::Read, deadline);
     let mut total = 0usize;
     let mut last = sys::MsgOut::EOF;
-    let name = [0u8; 128];
-    let mut scratch = [0u8; 128];
+    let name = [0u8; NAME_LEN];
+    let mut scratch = [0u8; NAME_LEN];
     loop {
         let want: usize = bufs.iter().map(|b| b.len()).sum();
         if want == 0 {
@@ -418,7 +484,7 @@ async fn recv_waitall<'c>(
             Err(e) => return Err(e),
         }
     }
-    let mut meta = finish(core, &[], control, &name, last);
+    let mut meta = finish(core, &[], control, &name, last, host_flags);
     meta.len = total;
     meta.full_len = total;
     Ok(meta)
@@ -490,12 +556,14 @@ pub(crate) fn poll_recv_msg<'c>(
         return Poll::Ready(Err(Error::from(e).into()));
     }
     let host_flags = flags.bits() & !libc::MSG_DONTWAIT & !libc::MSG_WAITALL;
-    let mut name = [0u8; 128];
+    let mut name = [0u8; NAME_LEN];
     let mut once = |s: &Socket| recv_raw(core, s, bufs, control, host_flags, &mut name);
     match poll(&mut once) {
         Poll::Pending => Poll::Pending,
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Ready(Ok(out)) => Poll::Ready(Ok(finish(core, bufs, control, &name, out))),
+        Poll::Ready(Ok(out)) => {
+            Poll::Ready(Ok(finish(core, bufs, control, &name, out, host_flags)))
+        }
     }
 }
 
@@ -551,14 +619,14 @@ macro_rules! msg_methods {
             ///
             /// This method is cancel safe: if it is dropped before it
             /// completes, nothing was sent.
-            pub async fn send_msg(
+            pub fn send_msg(
                 &self,
                 bufs: &[std::io::IoSlice<'_>],
                 to: Option<std::net::SocketAddr>,
                 cmsgs: &[$crate::cmsg::Cmsg<'_>],
                 flags: $crate::msg::SendFlags,
-            ) -> $crate::Result<usize> {
-                self.send_msg_deadline(bufs, to, cmsgs, flags, None).await
+            ) -> impl std::future::Future<Output = $crate::Result<usize>> {
+                $crate::msg::send_msg(self.core(), bufs, to, cmsgs, flags, None)
             }
 
             /// [`send_msg`](Self::send_msg) that gives up at `deadline` (or
@@ -656,13 +724,13 @@ macro_rules! msg_methods {
             /// This method is cancel safe: if it is dropped before it
             /// completes, nothing was received (with `WAITALL` on a stream,
             /// bytes received before the drop are lost: do not race it).
-            pub async fn recv_msg<'c>(
+            pub fn recv_msg<'c>(
                 &self,
                 bufs: &mut [std::io::IoSliceMut<'_>],
                 control: &'c mut [u8],
                 flags: $crate::msg::RecvFlags,
-            ) -> $crate::Result<$crate::msg::RecvMeta<'c>> {
-                self.recv_msg_deadline(bufs, control, flags, None).await
+            ) -> impl std::future::Future<Output = $crate::Result<$crate::msg::RecvMeta<'c>>> {
+                $crate::msg::recv_msg(self.core(), $interest, $stream, bufs, control, flags, None)
             }
 
             /// [`recv_msg`](Self::recv_msg) that gives up at `deadline` (or

@@ -264,6 +264,8 @@ fn regression_opseq_recv_after_refused_shut_rd_spins() {
     use hostsock::Policy;
     use hostsock::raw::{Errno, RawSocket};
 
+    // Its socket must not show up in a parallel check's fd baseline.
+    let _serial = checks::socket_lock();
     let (tx, rx) = std::sync::mpsc::channel();
     // A thread of its own: if the receive spins, it spins there, and the
     // bounded wait below reports it.

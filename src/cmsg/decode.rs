@@ -6,44 +6,46 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::{Cmsg, CmsgBuf, ExtendedError, HEADER_LEN, align, is_known_receive};
 use crate::raw::Errno;
 
-/// One raw entry: `(level, type, payload)`, and where the next one starts.
+/// One raw entry: `(level, type, payload)`, and what follows it.
 struct Entry<'a> {
     level: i32,
     ty: i32,
     data: &'a [u8],
-    next: usize,
+    /// The bytes after this entry's padding (empty at the end).
+    rest: &'a [u8],
 }
 
-/// The entry at `pos`, if a whole, well-formed one is there. `None` ends
-/// the walk: fewer than a header's bytes left, a `cmsg_len` shorter than
-/// the header, or longer than what is left.
-fn entry_at(buf: &[u8], pos: usize) -> Result<Option<Entry<'_>>, ()> {
-    let Some(header) = buf
-        .get(pos..)
-        .and_then(|rest| rest.first_chunk::<HEADER_LEN>())
-    else {
+/// The header at the start of `buf`: `(cmsg_len, level, type)`, or `None`
+/// when fewer than a header's bytes are left.
+#[inline]
+fn header(buf: &[u8]) -> Option<(u64, i32, i32)> {
+    let h = buf.first_chunk::<HEADER_LEN>()?;
+    let len = u64::from_ne_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
+    let level = i32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
+    let ty = i32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
+    Some((len, level, ty))
+}
+
+/// The entry at the start of `buf`, if a whole, well-formed one is there.
+/// `Ok(None)` ends the walk (fewer than a header's bytes left); `Err` is a
+/// `cmsg_len` shorter than the header or longer than what is left.
+#[inline]
+fn first_entry(buf: &[u8]) -> Result<Option<Entry<'_>>, ()> {
+    let Some((len, level, ty)) = header(buf) else {
         return Ok(None);
     };
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&header[..8]);
-    let cmsg_len = u64::from_ne_bytes(len);
-    let level = i32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
-    let ty = i32::from_ne_bytes([header[12], header[13], header[14], header[15]]);
-    let cmsg_len = usize::try_from(cmsg_len).map_err(|_| ())?;
-    if cmsg_len < HEADER_LEN {
+    let len = usize::try_from(len).map_err(|_| ())?;
+    if len < HEADER_LEN {
         return Err(());
     }
-    let end = pos.checked_add(cmsg_len).ok_or(())?;
-    let data = buf
-        .get(pos..end)
-        .and_then(|entry| entry.get(HEADER_LEN..))
-        .ok_or(())?;
-    let next = pos.checked_add(align(cmsg_len)).ok_or(())?;
+    let data = buf.get(HEADER_LEN..len).ok_or(())?;
+    // The last entry's padding may be missing: the walk then ends.
+    let rest = buf.get(align(len)..).unwrap_or_default();
     Ok(Some(Entry {
         level,
         ty,
         data,
-        next,
+        rest,
     }))
 }
 
@@ -51,8 +53,7 @@ fn entry_at(buf: &[u8], pos: usize) -> Result<Option<Entry<'_>>, ()> {
 /// first malformed entry (see [`CmsgIter::malformed`]).
 #[derive(Clone, Debug)]
 pub struct CmsgIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    rest: &'a [u8],
     malformed: bool,
 }
 
@@ -60,8 +61,7 @@ impl<'a> CmsgIter<'a> {
     /// Walks `buf` (the `msg_controllen` bytes the kernel reported).
     pub fn new(buf: &'a [u8]) -> CmsgIter<'a> {
         CmsgIter {
-            buf,
-            pos: 0,
+            rest: buf,
             malformed: false,
         }
     }
@@ -76,16 +76,17 @@ impl<'a> CmsgIter<'a> {
 impl<'a> Iterator for CmsgIter<'a> {
     type Item = Cmsg<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Cmsg<'a>> {
-        match entry_at(self.buf, self.pos) {
+        match first_entry(self.rest) {
             Ok(Some(e)) => {
-                self.pos = e.next;
+                self.rest = e.rest;
                 Some(decode(e.level, e.ty, e.data))
             }
             Ok(None) => None,
             Err(()) => {
                 self.malformed = true;
-                self.pos = self.buf.len();
+                self.rest = &[];
                 None
             }
         }
@@ -100,30 +101,26 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     int_at(b, at).map(|v| v as u32)
 }
 
-fn i64_at(b: &[u8], at: usize) -> Option<i64> {
-    b.get(at..)?.first_chunk().map(|s| i64::from_ne_bytes(*s))
-}
-
-fn v4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
-    b.get(at..)?.first_chunk::<4>().map(|s| Ipv4Addr::from(*s))
-}
-
-fn v6_at(b: &[u8], at: usize) -> Option<Ipv6Addr> {
-    b.get(at..)?.first_chunk::<16>().map(|s| Ipv6Addr::from(*s))
+fn i64_pair(b: &[u8]) -> Option<(i64, i64)> {
+    let p = b.first_chunk::<16>()?;
+    Some((
+        i64::from_ne_bytes([p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]]),
+        i64::from_ne_bytes([p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15]]),
+    ))
 }
 
 /// A byte-or-int payload (`IP_TOS` arrives as one byte, `IP_TTL` as an
 /// int; both forms are accepted).
+#[inline]
 fn small_int(b: &[u8]) -> Option<i32> {
-    match b.len() {
-        1 => b.first().map(|&v| i32::from(v)),
-        n if n >= 4 => int_at(b, 0),
-        _ => None,
+    match b {
+        [v] => Some(i32::from(*v)),
+        _ => int_at(b, 0),
     }
 }
 
 fn inet_sockaddr(b: &[u8]) -> Option<SocketAddr> {
-    crate::raw::SockaddrBytes::from_bytes(b).to_socket_addr()
+    crate::raw::inet_addr(b.get(..crate::raw::SOCKADDR_MAX).unwrap_or(b))
 }
 
 fn extended_error(b: &[u8]) -> Option<ExtendedError> {
@@ -150,38 +147,48 @@ fn extended_error(b: &[u8]) -> Option<ExtendedError> {
 
 /// The typed form of one message; a known type whose payload is too short
 /// comes back as `Unknown` with its bytes.
+#[inline]
 fn decode(level: i32, ty: i32, b: &[u8]) -> Cmsg<'_> {
     use libc::*;
-    let known = match (level, ty) {
-        (IPPROTO_IP, IP_PKTINFO) => (|| {
-            Some(Cmsg::PktInfoV4 {
-                ifindex: u32_at(b, 0)?,
-                spec_dst: v4_at(b, 4)?,
-                addr: v4_at(b, 8)?,
-            })
-        })(),
-        (IPPROTO_IPV6, IPV6_PKTINFO) => (|| {
-            Some(Cmsg::PktInfoV6 {
-                addr: v6_at(b, 0)?,
-                ifindex: u32_at(b, 16)?,
-            })
-        })(),
-        (IPPROTO_IP, IP_TOS) => small_int(b).map(|v| Cmsg::Tos(v as u8)),
+    let unknown = Cmsg::Unknown { level, ty, data: b };
+    // The receive path's common messages first, each read straight from a
+    // fixed-size chunk.
+    match (level, ty) {
+        (IPPROTO_IP, IP_PKTINFO) => match b.first_chunk::<12>() {
+            Some(p) => Cmsg::PktInfoV4 {
+                ifindex: u32::from_ne_bytes([p[0], p[1], p[2], p[3]]),
+                spec_dst: Ipv4Addr::new(p[4], p[5], p[6], p[7]),
+                addr: Ipv4Addr::new(p[8], p[9], p[10], p[11]),
+            },
+            None => unknown,
+        },
+        (IPPROTO_IP, IP_TOS) => small_int(b).map_or(unknown, |v| Cmsg::Tos(v as u8)),
+        (IPPROTO_IPV6, IPV6_PKTINFO) => match b.first_chunk::<20>() {
+            Some(p) => {
+                let mut addr = [0u8; 16];
+                addr.copy_from_slice(&p[..16]);
+                Cmsg::PktInfoV6 {
+                    addr: Ipv6Addr::from(addr),
+                    ifindex: u32::from_ne_bytes([p[16], p[17], p[18], p[19]]),
+                }
+            }
+            None => unknown,
+        },
+        (IPPROTO_IPV6, IPV6_TCLASS) => small_int(b).map_or(unknown, |v| Cmsg::TClass(v as u8)),
+        _ => decode_other(level, ty, b).unwrap_or(unknown),
+    }
+}
+
+/// [`decode`] for the rest of the listed types.
+fn decode_other(level: i32, ty: i32, b: &[u8]) -> Option<Cmsg<'_>> {
+    use libc::*;
+    match (level, ty) {
         (IPPROTO_IP, IP_TTL) => small_int(b).map(|v| Cmsg::Ttl(v as u8)),
-        (IPPROTO_IPV6, IPV6_TCLASS) => small_int(b).map(|v| Cmsg::TClass(v as u8)),
         (IPPROTO_IPV6, IPV6_HOPLIMIT) => int_at(b, 0).map(Cmsg::HopLimit),
-        (SOL_SOCKET, SO_TIMESTAMP) => (|| {
-            Some(Cmsg::Timestamp {
-                sec: i64_at(b, 0)?,
-                usec: i64_at(b, 8)?,
-            })
-        })(),
-        (SOL_SOCKET, SO_TIMESTAMPNS) => (|| {
-            Some(Cmsg::TimestampNs {
-                sec: i64_at(b, 0)?,
-                nsec: i64_at(b, 8)?,
-            })
-        })(),
+        (SOL_SOCKET, SO_TIMESTAMP) => i64_pair(b).map(|(sec, usec)| Cmsg::Timestamp { sec, usec }),
+        (SOL_SOCKET, SO_TIMESTAMPNS) => {
+            i64_pair(b).map(|(sec, nsec)| Cmsg::TimestampNs { sec, nsec })
+        }
         (IPPROTO_IP, IP_ORIGDSTADDR) => match inet_sockaddr(b) {
             Some(SocketAddr::V4(a)) => Some(Cmsg::OrigDstV4(a)),
             _ => None,
@@ -200,14 +207,14 @@ fn decode(level: i32, ty: i32, b: &[u8]) -> Cmsg<'_> {
             .ok()
             .map(|s| Cmsg::UdpSegment(u16::from_ne_bytes(*s))),
         _ => None,
-    };
-    known.unwrap_or(Cmsg::Unknown { level, ty, data: b })
+    }
 }
 
 /// Removes, in place, the messages this crate does not list from the
 /// first `len` bytes of `buf` (unless `keep_unknown`), and a malformed
 /// tail. Returns the new length and whether anything was dropped (the
 /// caller then sets `MSG_CTRUNC`, as SPEC.md says).
+#[inline(always)]
 pub(crate) fn filter_received(buf: &mut [u8], len: usize, keep_unknown: bool) -> (usize, bool) {
     let len = len.min(buf.len());
     if len == 0 || keep_unknown {
@@ -219,20 +226,25 @@ pub(crate) fn filter_received(buf: &mut [u8], len: usize, keep_unknown: bool) ->
     if all_known(buf.get(..len).unwrap_or_default()) {
         return (len, false);
     }
+    compact_known(buf, len)
+}
+
+/// [`filter_received`]'s slow path: moves the listed messages down over
+/// the others.
+#[cold]
+fn compact_known(buf: &mut [u8], len: usize) -> (usize, bool) {
     let (mut read, mut write, mut dropped) = (0usize, 0usize, false);
     loop {
-        let entry = buf
-            .get(..len)
-            .map_or(Ok(None), |filled| entry_at(filled, read));
-        let (level, ty, cmsg_len, next) = match entry {
-            Ok(Some(e)) => (
+        let filled = buf.get(..len).unwrap_or_default();
+        let (level, ty, cmsg_len, next) = match filled.get(read..).map(first_entry) {
+            Some(Ok(Some(e))) => (
                 e.level,
                 e.ty,
                 e.data.len().saturating_add(HEADER_LEN),
-                e.next,
+                len.saturating_sub(e.rest.len()),
             ),
-            Ok(None) => break,
-            Err(()) => {
+            Some(Ok(None)) | None => break,
+            Some(Err(())) => {
                 dropped = true;
                 break;
             }
@@ -253,35 +265,17 @@ pub(crate) fn filter_received(buf: &mut [u8], len: usize, keep_unknown: bool) ->
 
 /// Are all the messages in `buf` whole, well-formed and listed? A tail
 /// shorter than a header is allowed (the walk ends there, as in
-/// [`entry_at`]).
-fn all_known(buf: &[u8]) -> bool {
-    let mut pos = 0usize;
-    while let Some(h) = buf
-        .get(pos..)
-        .and_then(|rest| rest.first_chunk::<HEADER_LEN>())
-    {
-        let (len, rest) = h.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
-        let Ok(cmsg_len) = usize::try_from(u64::from_ne_bytes(*len)) else {
+/// [`first_entry`]).
+#[inline]
+fn all_known(mut buf: &[u8]) -> bool {
+    while let Some((len, level, ty)) = header(buf) {
+        let Ok(len) = usize::try_from(len) else {
             return false;
         };
-        let (level, ty) = match rest.first_chunk::<8>() {
-            Some(lt) => (
-                i32::from_ne_bytes([lt[0], lt[1], lt[2], lt[3]]),
-                i32::from_ne_bytes([lt[4], lt[5], lt[6], lt[7]]),
-            ),
-            None => return false,
-        };
-        if cmsg_len < HEADER_LEN || !super::is_known_receive(level, ty) {
+        if len < HEADER_LEN || len > buf.len() || !is_known_receive(level, ty) {
             return false;
         }
-        match pos.checked_add(cmsg_len) {
-            Some(end) if end <= buf.len() => {}
-            _ => return false,
-        }
-        match pos.checked_add(align(cmsg_len)) {
-            Some(next) => pos = next,
-            None => return false,
-        }
+        buf = buf.get(align(len)..).unwrap_or_default();
     }
     true
 }
@@ -300,9 +294,9 @@ pub(crate) fn parse_guest_send<const N: usize>(
 ) -> Result<(), Errno> {
     use libc::*;
     out.clear();
-    let mut pos = 0;
-    while let Some(e) = entry_at(bytes, pos).map_err(|()| Errno::EINVAL)? {
-        pos = e.next;
+    let mut rest = bytes;
+    while let Some(e) = first_entry(rest).map_err(|()| Errno::EINVAL)? {
+        rest = e.rest;
         let b = e.data;
         let m = match (e.level, e.ty) {
             // Linux: an int or a byte, 0..=255.

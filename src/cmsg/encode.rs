@@ -74,16 +74,33 @@ impl<const N: usize> CmsgBuf<N> {
     /// checked: a typed message is encoded as the kernel lays it out, and
     /// an [`Unknown`](Cmsg::Unknown) one's bytes are copied as they are.
     pub fn push(&mut self, m: &Cmsg<'_>) -> Result<(), Errno> {
-        let mut payload = [0u8; 64];
-        let data: &[u8] = match m {
-            Cmsg::Unknown { data, .. } => data,
-            other => {
-                let n = encode_payload(other, &mut payload);
-                payload.get(..n).unwrap_or_default()
-            }
-        };
         let (level, ty) = m.level_type();
-        self.push_raw(level, ty, data)
+        // The common send messages straight from a small array; the rest
+        // through the 64-byte encoder.
+        match *m {
+            Cmsg::Tos(v) | Cmsg::TClass(v) | Cmsg::Ttl(v) => {
+                self.push_raw(level, ty, &i32::from(v).to_ne_bytes())
+            }
+            Cmsg::HopLimit(v) => self.push_raw(level, ty, &v.to_ne_bytes()),
+            Cmsg::PktInfoV4 {
+                ifindex,
+                spec_dst,
+                addr,
+            } => {
+                let (i, s, a) = (ifindex.to_ne_bytes(), spec_dst.octets(), addr.octets());
+                let payload = [
+                    i[0], i[1], i[2], i[3], s[0], s[1], s[2], s[3], a[0], a[1], a[2], a[3],
+                ];
+                self.push_raw(level, ty, &payload)
+            }
+            Cmsg::UdpSegment(v) => self.push_raw(level, ty, &v.to_ne_bytes()),
+            Cmsg::Unknown { data, .. } => self.push_raw(level, ty, data),
+            _ => {
+                let mut payload = [0u8; 64];
+                let n = encode_payload(m, &mut payload);
+                self.push_raw(level, ty, payload.get(..n).unwrap_or_default())
+            }
+        }
     }
 
     /// Appends one message from its parts. `ENOBUFS` if it does not fit.
@@ -93,22 +110,22 @@ impl<const N: usize> CmsgBuf<N> {
     /// `ENOBUFS` if `CMSG_SPACE(data.len())` bytes do not fit in the room
     /// left; the messages already written are then unchanged. `level`,
     /// `ty` and `data` are not checked.
+    #[inline]
     pub fn push_raw(&mut self, level: i32, ty: i32, data: &[u8]) -> Result<(), Errno> {
         let need = space(data.len());
         let end = self.len.checked_add(need).ok_or(Errno::ENOBUFS)?;
         let slot = self.bytes.get_mut(self.len..end).ok_or(Errno::ENOBUFS)?;
-        slot.fill(0);
-        let (header, payload) = slot
+        let (header, rest) = slot
             .split_first_chunk_mut::<HEADER_LEN>()
             .ok_or(Errno::ENOBUFS)?;
         header[..8].copy_from_slice(&(cmsg_len(data.len()) as u64).to_ne_bytes());
         header[8..12].copy_from_slice(&level.to_ne_bytes());
         header[12..16].copy_from_slice(&ty.to_ne_bytes());
-        payload
-            .get_mut(..data.len())
-            .ok_or(Errno::ENOBUFS)?
-            .copy_from_slice(data);
-        debug_assert_eq!(need, space(data.len()));
+        let (payload, padding) = rest
+            .split_at_mut_checked(data.len())
+            .ok_or(Errno::ENOBUFS)?;
+        payload.copy_from_slice(data);
+        padding.fill(0);
         self.len = end;
         Ok(())
     }

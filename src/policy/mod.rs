@@ -347,7 +347,24 @@ impl Policy {
     }
 
     /// Checks a use of `addr` against the address rules.
+    #[inline]
     pub(crate) fn check_addr(
+        &self,
+        fd: RawFd,
+        op: Op,
+        usage: AddrUse,
+        addr: SocketAddr,
+    ) -> Result<(), Denial> {
+        // No rules and an allowing default (the default policy's case):
+        // nothing to look at.
+        if self.rules.is_empty() && self.default_verdict == Verdict::Allow {
+            return Ok(());
+        }
+        self.check_addr_rules(fd, op, usage, addr)
+    }
+
+    /// [`check_addr`](Policy::check_addr) against the rules.
+    fn check_addr_rules(
         &self,
         fd: RawFd,
         op: Op,

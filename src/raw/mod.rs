@@ -72,8 +72,10 @@ use tokio::time::Instant;
 pub use errno::Errno;
 pub use mmsg::RawTransmit;
 pub use msg::{MAX_GUEST_CONTROL, MAX_IOVECS, RawRecv, SendError};
+pub(crate) use sockaddr::{
+    IN6_LEN, MAX_LEN as SOCKADDR_MAX, encode_into as encode_sockaddr_into, inet_addr, received_addr,
+};
 pub use sockaddr::{SockaddrBytes, encode as encode_sockaddr};
-pub(crate) use sockaddr::{encode_into as encode_sockaddr_into, inet_addr};
 
 use crate::core::{Core, finish_connect};
 use crate::deadline::{self, Dir};

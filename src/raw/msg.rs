@@ -214,7 +214,7 @@ impl RawSocket {
         // blocking receive); one that may not wait gives EAGAIN, as Linux's
         // non-blocking one does.
         let mut once = |s: &Socket, bufs: &mut [IoSliceMut<'_>], got: &mut RawRecv| {
-            let addr = if want_addr { Some(&mut name) } else { None };
+            let addr = if want_addr { Some(&mut name[..]) } else { None };
             let control = got.control.get_mut(..cap).unwrap_or_default();
             let out = sys::recvmsg(s, bufs, addr, control, host_flags);
             if no_wait {

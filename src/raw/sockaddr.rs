@@ -74,6 +74,32 @@ fn v4(bytes: &[u8]) -> Result<Parsed, Errno> {
     Ok(Parsed::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port))))
 }
 
+/// The source address a typed receive got in a `sockaddr_in6`-sized
+/// buffer, `len` being the kernel's `msg_namelen` (the common families
+/// read straight from the fixed buffer; anything else as [`inet_addr`]).
+#[inline]
+pub(crate) fn received_addr(b: &[u8; IN6_LEN], len: usize) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes([b[0], b[1]]));
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    if family == libc::AF_INET && len >= IN_LEN {
+        let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+        return Some(SocketAddr::V4(SocketAddrV4::new(ip, port)));
+    }
+    if family == libc::AF_INET6 && len >= IN6_LEN {
+        let mut ip = [0u8; 16];
+        ip.copy_from_slice(&b[8..24]);
+        let flow = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        let scope = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
+        return Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(ip),
+            port,
+            flow,
+            scope,
+        )));
+    }
+    inet_addr(b.get(..len).unwrap_or(b))
+}
+
 /// The INET address in sockaddr bytes the kernel wrote, if any.
 pub(crate) fn inet_addr(bytes: &[u8]) -> Option<SocketAddr> {
     match parse(bytes, false) {

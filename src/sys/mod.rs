@@ -314,7 +314,7 @@ impl MsgOut {
 pub(crate) fn recvmsg(
     fd: &impl AsRawFd,
     bufs: &mut [std::io::IoSliceMut<'_>],
-    addr: Option<&mut [u8; 128]>,
+    addr: Option<&mut [u8]>,
     control: &mut [u8],
     flags: libc::c_int,
 ) -> io::Result<MsgOut> {
@@ -332,10 +332,20 @@ pub(crate) fn recvmsg(
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = control.len() as _;
     }
+    // Through syscall(2), not glibc's wrapper: that one is a pthread
+    // cancellation point and switches the thread's cancel state (two atomic
+    // operations) around every call, which no Rust code needs.
     // SAFETY: every pointer in `msg` points into a live buffer of the
     // length next to it (name, iovecs, control), all borrowed mutably for
     // this call; the kernel writes at most those lengths.
-    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvmsg,
+            fd.as_raw_fd(),
+            &mut msg as *mut libc::msghdr,
+            flags,
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -369,10 +379,18 @@ pub(crate) fn sendmsg(
         msg.msg_control = control.as_ptr().cast_mut().cast();
         msg.msg_controllen = control.len() as _;
     }
+    // Through syscall(2), as in `recvmsg`.
     // SAFETY: every pointer in `msg` points into a live buffer of the
     // length next to it; sendmsg(2) only reads through them (the `*mut`
     // casts are what the C struct needs).
-    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags | libc::MSG_NOSIGNAL) };
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendmsg,
+            fd.as_raw_fd(),
+            &msg as *const libc::msghdr,
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
