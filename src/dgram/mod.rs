@@ -248,7 +248,7 @@ impl UdpSocket {
                 Dir::Write,
                 Op::Send,
                 deadline.into(),
-                |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL),
+                |s| crate::sys::send(s, buf, 0),
             )
             .await
     }
@@ -260,9 +260,8 @@ impl UdpSocket {
     /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; otherwise as
     /// [`send`](UdpSocket::send).
     pub fn try_send(&self, buf: &[u8]) -> Result<usize> {
-        self.core.try_io(Interest::WRITABLE, |s| {
-            s.send_with_flags(buf, libc::MSG_NOSIGNAL)
-        })
+        self.core
+            .try_io(Interest::WRITABLE, |s| crate::sys::send(s, buf, 0))
     }
 
     /// Polls to send `buf` to the connected peer.
@@ -282,8 +281,7 @@ impl UdpSocket {
     /// stays in `raw_os_error()`, and [`Error::from`](crate::Error::from) gives
     /// a denial back. No timeout applies: a poll function keeps no timer.
     pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.core
-            .poll_write_io(cx, |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL))
+        self.core.poll_write_io(cx, |s| crate::sys::send(s, buf, 0))
     }
 
     /// Sends `buf` to `target` (the first address it resolves to).
@@ -344,7 +342,7 @@ impl UdpSocket {
         let to = socket2::SockAddr::from(target);
         self.core
             .io(Interest::WRITABLE, Dir::Write, Op::Send, deadline, |s| {
-                s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL)
+                crate::sys::send_to(s, buf, &to, 0)
             })
             .await
     }
@@ -358,9 +356,8 @@ impl UdpSocket {
     pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
         self.check(AddrUse::SendTo, Op::Send, target)?;
         let to = socket2::SockAddr::from(target);
-        self.core.try_io(Interest::WRITABLE, |s| {
-            s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL)
-        })
+        self.core
+            .try_io(Interest::WRITABLE, |s| crate::sys::send_to(s, buf, &to, 0))
     }
 
     /// Polls to send `buf` to `target`; see [`poll_send`](UdpSocket::poll_send).
@@ -381,7 +378,7 @@ impl UdpSocket {
         }
         let to = socket2::SockAddr::from(target);
         self.core
-            .poll_write_io(cx, |s| s.send_to_with_flags(buf, &to, libc::MSG_NOSIGNAL))
+            .poll_write_io(cx, |s| crate::sys::send_to(s, buf, &to, 0))
     }
 
     /// Receives one datagram from the connected peer into `buf`; bytes past

@@ -417,7 +417,7 @@ impl TcpStream {
                 Dir::Write,
                 Op::Send,
                 deadline.into(),
-                |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL),
+                |s| crate::sys::send(s, buf, 0),
             )
             .await
     }
@@ -479,9 +479,8 @@ impl TcpStream {
     /// `WouldBlock` (errno `EAGAIN`) when the send buffer is full; the kernel's
     /// errno otherwise (`EPIPE`, `ECONNRESET`, ...).
     pub fn try_write(&self, buf: &[u8]) -> Result<usize> {
-        self.core.try_io(Interest::WRITABLE, |s| {
-            s.send_with_flags(buf, libc::MSG_NOSIGNAL)
-        })
+        self.core
+            .try_io(Interest::WRITABLE, |s| crate::sys::send(s, buf, 0))
     }
 
     /// Vectored [`try_write`](TcpStream::try_write): one `sendmsg(2)`.

@@ -97,7 +97,7 @@ fn timed_out_or_pending<T>(
 }
 
 pub(crate) fn send_one<'a>(buf: &'a [u8]) -> impl FnMut(&Socket) -> io::Result<usize> + 'a {
-    move |s| s.send_with_flags(buf, libc::MSG_NOSIGNAL)
+    move |s| crate::sys::send(s, buf, 0)
 }
 
 pub(crate) fn send_vectored<'a>(

@@ -19,9 +19,84 @@ fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
+/// `recv(2)` of up to `len` bytes at `ptr`, through syscall(2) as
+/// [`recvmsg`] does. The caller hands a live, writable region of `len`
+/// bytes.
+fn recv_at(
+    fd: libc::c_int,
+    ptr: *mut MaybeUninit<u8>,
+    len: usize,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: the callers pass `ptr`/`len` from one mutably borrowed slice
+    // (initialised or not); the kernel writes at most `len` bytes there and
+    // never reads them. No address is asked for (null, null).
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            ptr,
+            len,
+            flags,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// `recv(2)` into an initialised buffer.
 pub(crate) fn recv(sock: &Socket, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
-    sock.recv_with_flags(as_uninit(buf), flags)
+    let buf = as_uninit(buf);
+    recv_at(sock.as_raw_fd(), buf.as_mut_ptr(), buf.len(), flags)
+}
+
+/// `send(2)` of `buf`, through syscall(2) as [`sendmsg`] does.
+/// `MSG_NOSIGNAL` is always added.
+pub(crate) fn send(sock: &Socket, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    send_to_at(sock, buf, std::ptr::null(), 0, flags)
+}
+
+/// `sendto(2)` of `buf` to `to`, through syscall(2) as [`sendmsg`] does.
+/// `MSG_NOSIGNAL` is always added.
+pub(crate) fn send_to(
+    sock: &Socket,
+    buf: &[u8],
+    to: &SockAddr,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    send_to_at(sock, buf, to.as_ptr().cast(), to.len(), flags)
+}
+
+/// `sendto(2)`; `addr`/`addr_len` are null/0 or a live socket address.
+fn send_to_at(
+    sock: &Socket,
+    buf: &[u8],
+    addr: *const libc::sockaddr,
+    addr_len: libc::socklen_t,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: `buf` is a live slice of `buf.len()` bytes and `addr` null
+    // (with length 0) or a `SockAddr`'s storage of `addr_len` bytes, both
+    // borrowed for the call and only read by the kernel.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            sock.as_raw_fd(),
+            buf.as_ptr(),
+            buf.len(),
+            flags | libc::MSG_NOSIGNAL,
+            addr,
+            addr_len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// `recvfrom(2)` into an initialised buffer.
@@ -43,7 +118,12 @@ pub(crate) fn recv_buf(
     // SAFETY: the unfilled part is only handed to recv(2), which writes
     // received bytes and never de-initialises anything.
     let unfilled = unsafe { buf.unfilled_mut() };
-    let n = sock.recv_with_flags(unfilled, flags)?;
+    let n = recv_at(
+        sock.as_raw_fd(),
+        unfilled.as_mut_ptr(),
+        unfilled.len(),
+        flags,
+    )?;
     // SAFETY: the kernel wrote `n` bytes at the start of the unfilled part
     // (recv(2) returns how many it wrote, never more than the length given).
     unsafe { buf.assume_init(n) };
