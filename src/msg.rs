@@ -196,6 +196,7 @@ fn refuse_flags(
 
 /// Checks and encodes typed send control messages: only send types, in
 /// range (`EINVAL`); PKTINFO sources against the `SourceViaPktinfo` rules.
+#[inline]
 pub(crate) fn encode_send<const N: usize>(
     core: &Core,
     cmsgs: &[Cmsg<'_>],
@@ -220,17 +221,23 @@ pub(crate) fn encode_send<const N: usize>(
 
 /// Control bytes a typed send can need: every send type once (PKTINFO v4
 /// and v6, TOS, TTL, TClass, hop limit, segment size) fits.
-const SEND_CONTROL: usize = 256;
+pub(crate) const SEND_CONTROL: usize = 256;
+
+/// The control room of the fast path's `Outgoing`: two or three common
+/// messages (PKTINFO and TOS take 56 bytes) without a call to `memset` for
+/// the blank buffer; a send that needs more is encoded again with
+/// [`SEND_CONTROL`] bytes.
+const SMALL_CONTROL: usize = 64;
 
 /// What one send needs, checked and encoded once before any waiting.
-pub(crate) struct Outgoing {
+pub(crate) struct Outgoing<const N: usize = SEND_CONTROL> {
     /// `sockaddr_in`/`sockaddr_in6` bytes and their length (0: connected).
     to: ([u8; 28], usize),
-    control: CmsgBuf<SEND_CONTROL>,
+    control: CmsgBuf<N>,
     flags: i32,
 }
 
-impl Outgoing {
+impl<const N: usize> Outgoing<N> {
     /// Checks and encodes a send. Returns by value; hot paths use
     /// [`prepare`](Outgoing::prepare) on a [`blank`](Outgoing::blank) one
     /// instead, which builds it in place (no 300-byte moves).
@@ -239,14 +246,14 @@ impl Outgoing {
         to: Option<SocketAddr>,
         cmsgs: &[Cmsg<'_>],
         flags: SendFlags,
-    ) -> Result<Outgoing> {
+    ) -> Result<Outgoing<N>> {
         let mut out = Outgoing::blank();
         out.prepare(core, to, cmsgs, flags)?;
         Ok(out)
     }
 
     #[inline]
-    pub(crate) fn blank() -> Outgoing {
+    pub(crate) fn blank() -> Outgoing<N> {
         Outgoing {
             to: ([0; 28], 0),
             control: CmsgBuf::new(),
@@ -501,7 +508,7 @@ pub(crate) async fn send_msg(
     deadline: Option<Instant>,
 ) -> Result<usize> {
     if flags.contains(SendFlags::DONTWAIT) {
-        let out = Outgoing::new(core, to, cmsgs, flags)?;
+        let out = Outgoing::<SEND_CONTROL>::new(core, to, cmsgs, flags)?;
         return Ok(core.try_io_now(|s| out.send(s, bufs))?);
     }
     crate::core::fair_turn().await;
@@ -511,7 +518,7 @@ pub(crate) async fn send_msg(
     // Not writable now: check and encode again for the waiting path (the
     // checks are pure, so they pass again; the fast path above keeps its
     // 300-byte `Outgoing` on the stack instead of in this future).
-    let out = Outgoing::new(core, to, cmsgs, flags)?;
+    let out = Outgoing::<SEND_CONTROL>::new(core, to, cmsgs, flags)?;
     core.wait_io(Interest::WRITABLE, Dir::Write, Op::Send, deadline, |s| {
         out.send(s, bufs)
     })
@@ -527,7 +534,25 @@ fn send_now(
     cmsgs: &[Cmsg<'_>],
     flags: SendFlags,
 ) -> Option<Result<usize>> {
-    let mut out = Outgoing::blank();
+    let mut out = Outgoing::<SMALL_CONTROL>::blank();
+    match out.prepare(core, to, cmsgs, flags) {
+        Ok(()) => core.try_ready(Interest::WRITABLE, Op::Send, |s| out.send(s, bufs)),
+        Err(e) if e.errno() == libc::ENOBUFS => send_now_large(core, bufs, to, cmsgs, flags),
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// [`send_now`] for control messages that need more than
+/// [`SMALL_CONTROL`] bytes.
+#[cold]
+fn send_now_large(
+    core: &Core,
+    bufs: &[IoSlice<'_>],
+    to: Option<SocketAddr>,
+    cmsgs: &[Cmsg<'_>],
+    flags: SendFlags,
+) -> Option<Result<usize>> {
+    let mut out = Outgoing::<SEND_CONTROL>::blank();
     if let Err(e) = out.prepare(core, to, cmsgs, flags) {
         return Some(Err(e));
     }
@@ -576,7 +601,7 @@ pub(crate) fn poll_send_msg(
     cmsgs: &[Cmsg<'_>],
     flags: SendFlags,
 ) -> Poll<io::Result<usize>> {
-    let out = match Outgoing::new(core, to, cmsgs, flags) {
+    let out = match Outgoing::<SEND_CONTROL>::new(core, to, cmsgs, flags) {
         Ok(o) => o,
         Err(e) => return Poll::Ready(Err(e.into())),
     };
@@ -666,7 +691,12 @@ macro_rules! msg_methods {
                 cmsgs: &[$crate::cmsg::Cmsg<'_>],
                 flags: $crate::msg::SendFlags,
             ) -> $crate::Result<usize> {
-                let out = $crate::msg::Outgoing::new(self.core(), to, cmsgs, flags)?;
+                let out = $crate::msg::Outgoing::<{ $crate::msg::SEND_CONTROL }>::new(
+                    self.core(),
+                    to,
+                    cmsgs,
+                    flags,
+                )?;
                 self.core()
                     .try_io(tokio::io::Interest::WRITABLE, |s| out.send(s, bufs))
             }

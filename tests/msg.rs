@@ -252,6 +252,52 @@ async fn tclass_set_per_packet_arrives_in_receivers_cmsgs_v6() {
     assert!(cm.contains(&Cmsg::TClass(0)), "{cm:?}");
 }
 
+/// Three send messages (PKTINFO 32 bytes, TOS and TTL 24 each: 80 bytes)
+/// take more control room than the send fast path keeps on the stack;
+/// every one of them must still reach the kernel, as must two (56 bytes,
+/// the fast path's case).
+#[tokio::test]
+async fn send_msg_with_more_control_than_the_fast_path_holds_sends_all_of_it() {
+    let a = udp("127.0.0.1:0").await;
+    let b = udp("0.0.0.0:0").await;
+    b.set(opts::RecvTtl, true).unwrap();
+    b.set(opts::RecvTos, true).unwrap();
+    b.set(opts::PktInfoV4, true).unwrap();
+    let to: SocketAddr = (Ipv4Addr::LOCALHOST, b.local_addr().unwrap().port()).into();
+    let default_ttl = u8::try_from(a.ttl().unwrap()).unwrap();
+    let ttl = if default_ttl == 7 { 9 } else { 7 };
+    let pktinfo = Cmsg::PktInfoV4 {
+        ifindex: 0,
+        spec_dst: Ipv4Addr::LOCALHOST,
+        addr: Ipv4Addr::UNSPECIFIED,
+    };
+    let mut buf = [0u8; 32];
+    let mut control = [0u8; 256];
+    for (cmsgs, want_ttl) in [
+        (vec![pktinfo, Cmsg::Tos(0x28), Cmsg::Ttl(ttl)], ttl),
+        (vec![pktinfo, Cmsg::Tos(0x28)], default_ttl),
+        (
+            vec![Cmsg::Ttl(ttl), Cmsg::Tos(0x28), pktinfo, Cmsg::Ttl(ttl)],
+            ttl,
+        ),
+    ] {
+        send1(&a, b"three", to, &cmsgs).await.unwrap();
+        let m = recv1(&b, &mut buf, &mut control, RecvFlags::EMPTY)
+            .await
+            .unwrap();
+        let cm: Vec<Cmsg<'_>> = m.cmsgs().collect();
+        assert!(cm.contains(&Cmsg::Tos(0x28)), "{cmsgs:?}: {cm:?}");
+        assert!(cm.contains(&Cmsg::Ttl(want_ttl)), "{cmsgs:?}: {cm:?}");
+        assert_eq!(m.addr, Some(a.local_addr().unwrap()));
+        assert_eq!(&buf[..m.len], b"three");
+    }
+    // More than even the large buffer holds: refused, nothing sent.
+    let many = vec![Cmsg::Tos(1); 11];
+    let err = send1(&a, b"many", to, &many).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOBUFS, "{err}");
+    assert_nothing_arrives(&b, 50).await;
+}
+
 #[tokio::test]
 async fn ttl_set_per_packet_arrives_in_receivers_cmsgs_v4() {
     let a = udp("127.0.0.1:0").await;
