@@ -139,3 +139,73 @@ async fn raw_recvmmsg_blocking_waits_until_every_slot_or_the_timeout() {
     let got = util::within(2, recv).await.unwrap();
     assert_eq!(got, 2);
 }
+
+/// Raw `sendmmsg` re-encodes each message's control messages with the room
+/// `sendmsg` has (1024 bytes), all messages sharing 8 KiB: a message with
+/// more than 128 bytes of control is sent (it used to be refused with
+/// `ENOBUFS`), and a batch whose controls need more than 8 KiB is cut
+/// before the first message that does not fit, the count saying so.
+#[tokio::test]
+async fn raw_sendmmsg_takes_large_controls_and_cuts_a_batch_at_8_kib() {
+    use hostsock::cmsg::{Cmsg, CmsgBuf};
+    let policy = Policy::shared_default();
+    let rx = RawSocket::new(policy.clone(), libc::AF_INET, libc::SOCK_DGRAM, 0).unwrap();
+    rx.bind(encode_sockaddr("127.0.0.1:0".parse().unwrap()).as_bytes())
+        .unwrap();
+    rx.setsockopt(libc::IPPROTO_IP, libc::IP_RECVTOS, &1i32.to_ne_bytes())
+        .unwrap();
+    let to = rx.getsockname().unwrap();
+    let tx = RawSocket::new(policy, libc::AF_INET, libc::SOCK_DGRAM, 0).unwrap();
+    // 42 TOS messages: 42 x 24 = 1008 bytes, the last one (0x40) wins.
+    let mut big = CmsgBuf::<1024>::new();
+    for _ in 0..41 {
+        big.push(&Cmsg::Tos(0x20)).unwrap();
+    }
+    big.push(&Cmsg::Tos(0x40)).unwrap();
+    assert_eq!(big.as_bytes().len(), 1008);
+    let msgs: Vec<RawTransmit<'_>> = (0..12)
+        .map(|_| RawTransmit {
+            data: b"big",
+            to: to.as_bytes(),
+            control: big.as_bytes(),
+        })
+        .collect();
+    // One message: sent, with its TOS.
+    assert_eq!(tx.sendmmsg(&msgs[..1], 0).await, Ok(1));
+    // Twelve: 8 x 1008 = 8064 bytes fit in 8 KiB, the ninth does not.
+    assert_eq!(tx.sendmmsg(&msgs, 0).await, Ok(8));
+
+    let mut bufs = vec![[0u8; 16]; 16];
+    let mut ctls = vec![[0u8; 64]; 16];
+    let mut slots: Vec<RecvSlot<'_>> = bufs
+        .iter_mut()
+        .zip(ctls.iter_mut())
+        .map(|(b, c)| RecvSlot::new(b, c))
+        .collect();
+    let mut got = 0;
+    for _ in 0..20 {
+        got += util::within(
+            2,
+            rx.recvmmsg(&mut slots[got..], libc::MSG_WAITFORONE, None),
+        )
+        .await
+        .unwrap();
+        if got >= 9 {
+            break;
+        }
+    }
+    assert_eq!(got, 9, "1 + 8 datagrams");
+    for s in slots.iter().take(got) {
+        assert_eq!(s.data(), b"big");
+        assert!(
+            s.cmsgs().any(|m| m == Cmsg::Tos(0x40)),
+            "{:?}",
+            s.cmsgs().collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(
+        rx.recvmmsg(&mut slots, libc::MSG_DONTWAIT, None).await,
+        Err(Errno::EAGAIN),
+        "nothing past the cut was sent"
+    );
+}

@@ -64,6 +64,17 @@ impl<const N: usize> CmsgBuf<N> {
         self.len = 0;
     }
 
+    /// Appends messages already encoded (whole, 8-byte aligned entries, as
+    /// [`as_bytes`](CmsgBuf::as_bytes) of another buffer gives them).
+    /// `ENOBUFS`, and nothing written, if they do not fit.
+    pub(crate) fn extend_encoded(&mut self, bytes: &[u8]) -> Result<(), Errno> {
+        let end = self.len.checked_add(bytes.len()).ok_or(Errno::ENOBUFS)?;
+        let slot = self.bytes.get_mut(self.len..end).ok_or(Errno::ENOBUFS)?;
+        slot.copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+
     /// Appends one message. `ENOBUFS` if it does not fit.
     ///
     /// # Errors

@@ -16,7 +16,7 @@ use crate::cmsg::{CmsgBuf, parse_guest_send};
 use crate::deadline::Dir;
 use crate::dgram::finish_slots;
 use crate::error::Op;
-use crate::policy::AddrUse;
+use crate::policy::{AddrUse, CONTROL_MAX};
 use crate::sys::{self, MAX_BATCH, SendEntry};
 
 /// One message of a raw [`sendmmsg`](RawSocket::sendmmsg): the guest's
@@ -31,8 +31,9 @@ pub struct RawTransmit<'a> {
     pub control: &'a [u8],
 }
 
-/// Control bytes per message of a raw batch.
-const CONTROL: usize = 128;
+/// Control bytes of a raw batch, all its messages together (each message
+/// may have up to [`CONTROL_MAX`] of them, as in `sendmsg`).
+const BATCH_CONTROL: usize = 8192;
 
 impl RawSocket {
     /// `sendmmsg(2)`: up to `vlen` messages (at most 64 here, as the host
@@ -40,7 +41,10 @@ impl RawSocket {
     /// control messages are checked as for [`sendmsg`](RawSocket::sendmsg)
     /// before anything is sent: one refused message refuses the call.
     /// Returns how many were sent; like Linux, an error after the first
-    /// message is not reported (the count is).
+    /// message is not reported (the count is). The messages' control
+    /// messages, written anew, share 8 KiB: a batch whose controls need
+    /// more is cut before the first message that does not fit (the count
+    /// says so; Linux too may send fewer than `vlen`).
     ///
     /// # Errors
     ///
@@ -51,9 +55,9 @@ impl RawSocket {
     ///   hook sees it);
     /// * `EBADF` if an earlier renewal of the registration failed;
     /// * `ENOBUFS` for a message's control buffer over
-    ///   [`MAX_GUEST_CONTROL`], or control
-    ///   messages that, written anew, do not fit 128 bytes (per message;
-    ///   [`sendmsg`](RawSocket::sendmsg) allows 1024);
+    ///   [`MAX_GUEST_CONTROL`], or control messages that, written anew, do
+    ///   not fit 1024 bytes (per message, as in
+    ///   [`sendmsg`](RawSocket::sendmsg));
     /// * as for [`sendmsg`](RawSocket::sendmsg), per message: `EINVAL` for
     ///   a malformed, unsent or out-of-range control message, `EACCES` for
     ///   a denied PKTINFO source, `EINVAL` for a malformed destination,
@@ -81,13 +85,17 @@ impl RawSocket {
         )
         .map_err(|d| Errno::new(d.errno))?;
         let core = self.core()?;
-        let n = msgs.len().min(MAX_BATCH);
-        let mut controls: [CmsgBuf<CONTROL>; MAX_BATCH] = std::array::from_fn(|_| CmsgBuf::new());
-        for (m, c) in msgs.iter().take(n).zip(controls.iter_mut()) {
+        let mut n = msgs.len().min(MAX_BATCH);
+        // Each message's control is written anew as `sendmsg` does (into
+        // `one`, same room, same errnos), then packed into `all`.
+        let mut one = CmsgBuf::<CONTROL_MAX>::new();
+        let mut all = CmsgBuf::<BATCH_CONTROL>::new();
+        let mut spans = [(0usize, 0usize); MAX_BATCH];
+        for (i, (m, span)) in msgs.iter().take(n).zip(spans.iter_mut()).enumerate() {
             if m.control.len() > MAX_GUEST_CONTROL {
                 return Err(Errno::ENOBUFS.into());
             }
-            parse_guest_send(m.control, c, |ip| {
+            parse_guest_send(m.control, &mut one, |ip| {
                 self.policy()
                     .check_addr(
                         core.raw_fd(),
@@ -97,12 +105,24 @@ impl RawSocket {
                     )
                     .map_err(|d| Errno::new(d.errno))
             })?;
+            let start = all.as_bytes().len();
+            if all.extend_encoded(one.as_bytes()).is_err() {
+                // Cannot happen for the first (1024 < 8192): the batch ends
+                // before this message.
+                n = i;
+                break;
+            }
+            *span = (start, all.as_bytes().len());
             self.check_send_to(&core, m.to, flags)?;
         }
+        let packed = all.as_bytes();
         let entries: [SendEntry<'_>; MAX_BATCH] = std::array::from_fn(|i| SendEntry {
             iov: IoSlice::new(msgs.get(i).map_or(&[][..], |m| m.data)),
             addr: msgs.get(i).map_or(&[][..], |m| sockaddr::host_bytes(m.to)),
-            control: controls.get(i).map_or(&[][..], |c| c.as_bytes()),
+            control: spans
+                .get(i)
+                .and_then(|&(a, b)| packed.get(a..b))
+                .unwrap_or_default(),
         });
         let host_flags = flags & !libc::MSG_DONTWAIT;
         let send = |s: &Socket| sys::sendmmsg(s, entries.get(..n).unwrap_or_default(), host_flags);
