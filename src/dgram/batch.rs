@@ -29,8 +29,9 @@ pub const MAX_BATCH: usize = sys::MAX_BATCH;
 /// every Linux since GSO came, larger on some recent ones).
 const GSO_MAX_SEGMENTS: usize = 64;
 
-/// Control bytes per datagram of a batch send (PKTINFO and TOS fit).
-const BATCH_CONTROL: usize = 64;
+/// Control bytes of a batch send, all its datagrams together (each may have
+/// as many as `send_msg` allows); a batch whose controls need more is cut.
+const BATCH_CONTROL: usize = 4096;
 
 /// One datagram of a [`send_batch`](UdpSocket::send_batch).
 #[derive(Clone, Copy, Debug)]
@@ -39,8 +40,9 @@ pub struct Transmit<'a> {
     pub data: &'a [u8],
     /// The destination (`None`: the connected peer).
     pub to: Option<SocketAddr>,
-    /// Control messages for this datagram (send types, at most 64 bytes
-    /// encoded).
+    /// Control messages for this datagram (send types, at most 256 bytes
+    /// encoded, as for `send_msg`; see
+    /// [`send_batch`](UdpSocket::send_batch) for a batch's total).
     pub cmsgs: &'a [Cmsg<'a>],
 }
 
@@ -150,7 +152,10 @@ pub(crate) fn finish_slots(slots: &mut [RecvSlot<'_>], keep_unknown: bool) {
 struct Prepared {
     /// `sockaddr_in6`-sized bytes and their length per datagram (0: none).
     addrs: [([u8; 28], usize); MAX_BATCH],
-    controls: [CmsgBuf<BATCH_CONTROL>; MAX_BATCH],
+    /// Every datagram's control messages, one after the other.
+    controls: CmsgBuf<BATCH_CONTROL>,
+    /// Where each datagram's are in `controls`.
+    spans: [(usize, usize); MAX_BATCH],
     n: usize,
 }
 
@@ -159,9 +164,11 @@ impl UdpSocket {
         let n = datagrams.len().min(MAX_BATCH);
         let mut p = Prepared {
             addrs: [([0; 28], 0); MAX_BATCH],
-            controls: std::array::from_fn(|_| CmsgBuf::new()),
+            controls: CmsgBuf::new(),
+            spans: [(0, 0); MAX_BATCH],
             n,
         };
+        let mut one = CmsgBuf::<{ crate::msg::SEND_CONTROL }>::new();
         for (i, d) in datagrams[..n].iter().enumerate() {
             if let Some(to) = d.to {
                 self.core().policy().check_addr(
@@ -172,16 +179,29 @@ impl UdpSocket {
                 )?;
                 p.addrs[i].1 = crate::raw::encode_sockaddr_into(to, &mut p.addrs[i].0);
             }
-            encode_send(self.core(), d.cmsgs, &mut p.controls[i])?;
+            if d.cmsgs.is_empty() {
+                continue;
+            }
+            one.clear();
+            encode_send(self.core(), d.cmsgs, &mut one)?;
+            let start = p.controls.as_bytes().len();
+            if p.controls.extend_encoded(one.as_bytes()).is_err() {
+                // Not for the first datagram (256 < 4096): the batch ends
+                // before this one.
+                p.n = i;
+                break;
+            }
+            p.spans[i] = (start, p.controls.as_bytes().len());
         }
         Ok(p)
     }
 
     fn send_prepared(s: &Socket, datagrams: &[Transmit<'_>], p: &Prepared) -> io::Result<usize> {
+        let controls = p.controls.as_bytes();
         let entries: [SendEntry<'_>; MAX_BATCH] = std::array::from_fn(|i| SendEntry {
             iov: IoSlice::new(datagrams.get(i).map_or(&[][..], |d| d.data)),
             addr: &p.addrs[i].0[..p.addrs[i].1],
-            control: p.controls[i].as_bytes(),
+            control: controls.get(p.spans[i].0..p.spans[i].1).unwrap_or_default(),
         });
         sys::sendmmsg(s, &entries[..p.n], 0)
     }
@@ -222,7 +242,10 @@ impl UdpSocket {
     /// destination for `SendTo` (`ECONNREFUSED`) or a PKTINFO source for
     /// `SourceViaPktinfo` (`EACCES`); `EINVAL` for a control message that is
     /// not a send type or is out of range; `ENOBUFS` for one datagram's control
-    /// messages over 64 bytes encoded.
+    /// messages over 256 bytes encoded (as [`send_msg`](UdpSocket::send_msg)).
+    /// The datagrams' control messages share 4 KiB: a batch whose controls
+    /// need more is cut before the first datagram that does not fit (the
+    /// count says so).
     ///
     /// Then [`Error::TimedOut`](crate::Error::TimedOut) (`errno()` = `EAGAIN`)
     /// when the write timeout runs out, or the kernel's errno for the first
