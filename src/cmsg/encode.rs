@@ -84,6 +84,7 @@ impl<const N: usize> CmsgBuf<N> {
     /// messages already written are then unchanged. Nothing else is
     /// checked: a typed message is encoded as the kernel lays it out, and
     /// an [`Unknown`](Cmsg::Unknown) one's bytes are copied as they are.
+    #[inline]
     pub fn push(&mut self, m: &Cmsg<'_>) -> Result<(), Errno> {
         let (level, ty) = m.level_type();
         // The common send messages straight from a small array; the rest

@@ -160,6 +160,7 @@ pub enum Cmsg<'a> {
 
 impl Cmsg<'_> {
     /// `(cmsg_level, cmsg_type)` of this message.
+    #[inline]
     pub fn level_type(&self) -> (i32, i32) {
         use libc::*;
         match self {
@@ -183,6 +184,7 @@ impl Cmsg<'_> {
     }
 
     /// May this message be sent (a send type, values in range)?
+    #[inline]
     pub fn sendable(&self) -> bool {
         match self {
             Cmsg::Tos(_) | Cmsg::TClass(_) | Cmsg::PktInfoV4 { .. } | Cmsg::PktInfoV6 { .. } => {
@@ -198,6 +200,7 @@ impl Cmsg<'_> {
     /// The source address a send message asks for, if it is a PKTINFO
     /// one with a non-zero address (checked against the `SourceViaPktinfo`
     /// rules).
+    #[inline]
     pub fn pktinfo_source(&self) -> Option<std::net::IpAddr> {
         match self {
             Cmsg::PktInfoV4 { spec_dst, .. } if !spec_dst.is_unspecified() => {
