@@ -3,7 +3,7 @@
 //! loopback, in one process and one run. Prints a markdown table: each
 //! figure is the median of interleaved repetitions (each repetition runs
 //! every scenario once per implementation, the implementations' order
-//! rotating; the noisiest scenarios run two or three times per
+//! rotating; the noisiest scenarios run two to five times per
 //! repetition; the unpinned reuseport scenarios show their best run), with
 //! its ratio to tokio and to raw, the heap allocations
 //! per message, the loss, and the targets with PASS/MISS marks.
