@@ -104,6 +104,35 @@ fn counters(ruleset: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Delays everything A sends to B by `ms` milliseconds: an iptables rule
+/// in A hands those packets to NFQUEUE 0, and a "delay" role in A holds
+/// each for `ms` before letting it go. Returns the running delayer (its
+/// `finish` reports how many packets it held).
+fn delay_a_to_b(ns: &NsPair, ms: u64) -> netns::Child {
+    ns.a.exec(
+        "iptables",
+        &[
+            "-A",
+            "OUTPUT",
+            "-d",
+            "10.200.0.2",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            "0",
+        ],
+    );
+    let mut delayer = spawn_role(
+        Some(&ns.a),
+        CHILD,
+        "delay",
+        &[("HS_QUEUE", "0".into()), ("HS_DELAY_MS", ms.to_string())],
+        &[],
+    );
+    delayer.wait_line("READY", Duration::from_secs(10));
+    delayer
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -170,27 +199,7 @@ fn one_mib_over_loss_and_delay_arrives_intact() {
     ns.a.nft(&lossy("10.200.0.2"));
     ns.b.nft(&lossy("10.200.0.1"));
     // 25 ms of delay on everything A sends to B.
-    ns.a.exec(
-        "iptables",
-        &[
-            "-A",
-            "OUTPUT",
-            "-d",
-            "10.200.0.2",
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            "0",
-        ],
-    );
-    let mut delayer = spawn_role(
-        Some(&ns.a),
-        CHILD,
-        "delay",
-        &[("HS_QUEUE", "0".into()), ("HS_DELAY_MS", "25".into())],
-        &[],
-    );
-    delayer.wait_line("READY", Duration::from_secs(10));
+    let delayer = delay_a_to_b(&ns, 25);
     let mut sink = spawn_role(Some(&ns.b), CHILD, "sink", &[], &[]);
     let port = sink.wait_line("READY port=", Duration::from_secs(10));
     let started = Instant::now();
@@ -373,27 +382,7 @@ fn recv_msg_deadlines_fire_on_time_under_delay() {
         return;
     }
     let ns = NsPair::new("d");
-    ns.a.exec(
-        "iptables",
-        &[
-            "-A",
-            "OUTPUT",
-            "-d",
-            "10.200.0.2",
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            "0",
-        ],
-    );
-    let mut delayer = spawn_role(
-        Some(&ns.a),
-        CHILD,
-        "delay",
-        &[("HS_QUEUE", "0".into()), ("HS_DELAY_MS", "25".into())],
-        &[],
-    );
-    delayer.wait_line("READY", Duration::from_secs(10));
+    let delayer = delay_a_to_b(&ns, 25);
     let mut server = spawn_role(Some(&ns.b), CHILD, "echo", &[], &[]);
     let ports = server.wait_line("READY ", Duration::from_secs(10));
     let client = spawn_role(Some(&ns.a), CHILD, "deadlines", &[("HS_PORTS", ports)], &[]);
