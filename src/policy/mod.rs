@@ -407,21 +407,31 @@ impl Policy {
                     libc::AF_INET | libc::AF_INET6 => libc::ESOCKTNOSUPPORT,
                     _ => libc::EAFNOSUPPORT,
                 };
-                Err(self.deny(
-                    fd,
-                    Denial {
-                        op: Op::Socket,
-                        asked: crate::error::Asked::SocketKind {
-                            domain,
-                            ty,
-                            protocol,
-                        },
-                        rule: crate::error::Rule::KindNotAllowed,
-                        errno,
-                    },
-                ))
+                Err(self.refuse_kind(fd, (domain, ty, protocol), errno))
             }
         }
+    }
+
+    /// Refuses a socket kind with `errno`: the audit hook sees it.
+    pub(crate) fn refuse_kind(
+        &self,
+        fd: RawFd,
+        (domain, ty, protocol): (i32, i32, i32),
+        errno: i32,
+    ) -> Denial {
+        self.deny(
+            fd,
+            Denial {
+                op: Op::Socket,
+                asked: crate::error::Asked::SocketKind {
+                    domain,
+                    ty,
+                    protocol,
+                },
+                rule: crate::error::Rule::KindNotAllowed,
+                errno,
+            },
+        )
     }
 
     /// The receive flags allowed (others are `EINVAL`).

@@ -76,14 +76,7 @@ impl RawSocket {
     /// This method is cancel safe: if it is dropped before it completes,
     /// nothing was sent.
     pub async fn sendmmsg(&self, msgs: &[RawTransmit<'_>], flags: i32) -> Result<usize, SendError> {
-        crate::msg::check_flags(
-            self.policy(),
-            self.host_fd(),
-            Op::Send,
-            flags,
-            self.policy().send_flags(),
-        )
-        .map_err(|d| Errno::new(d.errno))?;
+        self.check_flags(Op::Send, flags, self.policy().send_flags())?;
         let core = self.core()?;
         let mut n = msgs.len().min(MAX_BATCH);
         // Each message's control is written anew as `sendmsg` does (into
@@ -175,8 +168,7 @@ impl RawSocket {
         timeout: Option<Duration>,
     ) -> Result<usize, Errno> {
         let allowed = self.policy().recv_flags() | libc::MSG_WAITFORONE;
-        crate::msg::check_flags(self.policy(), self.host_fd(), Op::Recv, flags, allowed)
-            .map_err(|d| Errno::new(d.errno))?;
+        self.check_flags(Op::Recv, flags, allowed)?;
         let core = self.core()?;
         let keep = self.policy().keeps_unknown_cmsgs();
         let host_flags = flags & !(libc::MSG_DONTWAIT | libc::MSG_WAITFORONE);

@@ -164,22 +164,8 @@ impl RawSocket {
     ) -> Result<RawSocket, Errno> {
         // Every refusal below is the policy's (only INET TCP and UDP are
         // served), so the audit hook sees each.
-        let refuse = |errno: i32| -> Errno {
-            let denial = policy.deny(
-                -1,
-                crate::error::Denial {
-                    op: Op::Socket,
-                    asked: crate::error::Asked::SocketKind {
-                        domain,
-                        ty,
-                        protocol,
-                    },
-                    rule: crate::error::Rule::KindNotAllowed,
-                    errno,
-                },
-            );
-            Errno::new(denial.errno)
-        };
+        let refuse =
+            |errno: i32| Errno::new(policy.refuse_kind(-1, (domain, ty, protocol), errno).errno);
         let (base, want) = validate_kind(domain, ty, protocol).map_err(refuse)?;
         let flags = ty & (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
         let kind = policy
@@ -353,6 +339,13 @@ impl RawSocket {
     /// The socket's kind.
     pub fn kind(&self) -> SocketKind {
         self.kind
+    }
+
+    /// `flags` against `allowed` (the policy's send or receive mask, or
+    /// more): `EINVAL` outside it, the audit hook seeing the refusal.
+    pub(crate) fn check_flags(&self, op: Op, flags: i32, allowed: i32) -> Result<(), Errno> {
+        crate::msg::check_flags(self.policy(), self.host_fd(), op, flags, allowed)
+            .map_err(|d| Errno::new(d.errno))
     }
 
     /// The policy this socket's calls are checked against.

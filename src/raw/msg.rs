@@ -187,14 +187,7 @@ impl RawSocket {
         control_len: usize,
         deadline: Option<Instant>,
     ) -> Result<RawRecv, Errno> {
-        crate::msg::check_flags(
-            self.policy(),
-            self.host_fd(),
-            Op::Recv,
-            flags,
-            self.policy().recv_flags(),
-        )
-        .map_err(|d| Errno::new(d.errno))?;
+        self.check_flags(Op::Recv, flags, self.policy().recv_flags())?;
         if bufs.len() > MAX_IOVECS {
             return Err(Errno::EMSGSIZE);
         }
@@ -355,14 +348,7 @@ impl RawSocket {
         flags: i32,
         deadline: Option<Instant>,
     ) -> Result<usize, SendError> {
-        crate::msg::check_flags(
-            self.policy(),
-            self.host_fd(),
-            Op::Send,
-            flags,
-            self.policy().send_flags(),
-        )
-        .map_err(|d| Errno::new(d.errno))?;
+        self.check_flags(Op::Send, flags, self.policy().send_flags())?;
         if bufs.len() > MAX_IOVECS {
             return Err(Errno::EMSGSIZE.into());
         }

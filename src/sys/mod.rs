@@ -10,10 +10,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{Interest, ReadBuf};
 
 /// Views an initialised byte buffer as possibly-uninitialised bytes, for the
-/// socket2 receive calls.
+/// receive calls below.
 fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // SAFETY: `MaybeUninit<u8>` has the layout of `u8`. The slice is only
-    // handed to socket2's receive calls, which let the kernel write bytes
+    // handed to recv(2)/recvfrom(2) here, which let the kernel write bytes
     // into it and never write uninitialised values, so the caller's
     // initialised buffer stays initialised.
     unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
@@ -99,13 +99,46 @@ fn send_to_at(
     Ok(n as usize)
 }
 
+/// `recvfrom(2)` of up to `len` bytes at `ptr` with the source address,
+/// through syscall(2) as [`recvmsg`] does. The caller hands a live,
+/// writable region of `len` bytes.
+fn recv_from_at(
+    fd: libc::c_int,
+    ptr: *mut MaybeUninit<u8>,
+    len: usize,
+    flags: libc::c_int,
+) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: `try_init` hands a zeroed `sockaddr_storage` and its length;
+    // recvfrom(2) writes at most that many address bytes and sets the
+    // length, and at most `len` bytes at `ptr` (the callers' one mutably
+    // borrowed slice), never reading them.
+    unsafe {
+        SockAddr::try_init(|addr, addr_len| {
+            let n = libc::syscall(
+                libc::SYS_recvfrom,
+                fd,
+                ptr,
+                len,
+                flags,
+                addr.cast::<libc::sockaddr>(),
+                addr_len,
+            );
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(n as usize)
+        })
+    }
+}
+
 /// `recvfrom(2)` into an initialised buffer.
 pub(crate) fn recv_from(
     sock: &Socket,
     buf: &mut [u8],
     flags: libc::c_int,
 ) -> io::Result<(usize, SockAddr)> {
-    sock.recv_from_with_flags(as_uninit(buf), flags)
+    let buf = as_uninit(buf);
+    recv_from_at(sock.as_raw_fd(), buf.as_mut_ptr(), buf.len(), flags)
 }
 
 /// `recv(2)` into the unfilled part of a tokio `ReadBuf`, without zeroing
@@ -141,7 +174,12 @@ pub(crate) fn recv_from_buf(
     // SAFETY: the unfilled part is only handed to recvfrom(2), which writes
     // received bytes and never de-initialises anything.
     let unfilled = unsafe { buf.unfilled_mut() };
-    let (n, from) = sock.recv_from_with_flags(unfilled, flags)?;
+    let (n, from) = recv_from_at(
+        sock.as_raw_fd(),
+        unfilled.as_mut_ptr(),
+        unfilled.len(),
+        flags,
+    )?;
     // With MSG_TRUNC the kernel reports the datagram's real length, which
     // may exceed what it wrote; only what it wrote is initialised.
     let written = n.min(buf.remaining());
@@ -166,7 +204,7 @@ pub(crate) fn recv_into_buf_mut<B: bytes::BufMut + ?Sized>(
     // received bytes into it and never writes uninitialised values.
     let spare = unsafe { chunk.as_uninit_slice_mut() };
     let room = spare.len();
-    let (n, from) = sock.recv_from_with_flags(spare, flags)?;
+    let (n, from) = recv_from_at(sock.as_raw_fd(), spare.as_mut_ptr(), room, flags)?;
     // SAFETY: the kernel wrote min(n, room) bytes at the start of the chunk
     // (with MSG_TRUNC `n` may be the longer, real length).
     unsafe { buf.advance_mut(n.min(room)) };
